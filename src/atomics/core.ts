@@ -1,0 +1,23 @@
+/**
+ * What a primitive needs of its table, as seen from one thread: the shared
+ * views, the table's geometry, and this thread's id in the table's registry.
+ * One `TableCore` exists per (thread, table); primitives keep a reference.
+ */
+export interface TableCore {
+  readonly buffer: SharedArrayBuffer;
+  readonly words: Int32Array;
+  readonly f64: Float64Array;
+  readonly bytes: Uint8Array;
+  readonly slots: number;
+  readonly threads: number;
+  /** This thread's id in the registry, 1..MAX_THREADS. */
+  readonly tid: number;
+  /**
+   * Thread-local, one byte per slot: 1 while an async acquire of this thread
+   * waits on the slot. A thread takes part in a slot's wait protocol at most
+   * once at a time, so its small id names exactly one waiter.
+   */
+  readonly acquiring: Uint8Array;
+  /** Name of a slot for messages: its name in quotes, or `#index`. */
+  label(slot: number): string;
+}

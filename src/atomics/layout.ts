@@ -1,0 +1,121 @@
+/**
+ * The shared-memory layout of a lock table, drawn once. Every thread (the
+ * main thread and every worker) reads the buffer through these constants, so
+ * this file is the only place where a word's position is decided.
+ *
+ * Why Int32: Atomics.wait/notify/waitAsync only work on Int32Array and
+ * BigInt64Array, and 32-bit CAS is the cheapest atomic V8 emits. Counters
+ * that must not wrap (acquisitions, nanoseconds) are float64 words written
+ * only by the lock's holder, so plain stores are race-free; they are read
+ * racily by stats(), which only needs a recent value.
+ *
+ * ```
+ * byte 0                HEADER_WORDS × 4
+ * ┌───────────────────┬──────────────────────────┬──────────────────────────┬─────────────────────────┐
+ * │ header (16 words) │ registry: threads × 4 w. │ slots: slots × 16 words  │ names: slots × NAME_MAX │
+ * └───────────────────┴──────────────────────────┴──────────────────────────┴─────────────────────────┘
+ * ```
+ *
+ * Header words:
+ *   H_MAGIC        0x4C4B4559 ('LKEY'): this buffer is a latchkey table
+ *   H_VERSION      LAYOUT_VERSION: bumped whenever a word below moves
+ *   H_SLOTS        number of slots
+ *   H_THREADS      number of registry entries (at most MAX_THREADS)
+ *   H_NAME_MAX     bytes reserved for each slot's name (NAME_MAX)
+ *   H_BYTES        total byte length, checked on attach
+ *   H_NAMED        how many slots hold a name (stats only)
+ *   H_ID, H_ID2    random identity: two SharedArrayBuffer objects with the
+ *                  same id in one thread are one table (one registry entry)
+ *
+ * Registry entry words (one per thread that has touched the table; the
+ * entry's index + 1 is the thread's small id, `tid`, 1..MAX_THREADS):
+ *   T_LIVE         0 free; Node threadId + 1 of the live thread; T_RECOVERING
+ *                  while a dead thread's locks are being released
+ *   T_WAIT_SLOT    slot + 1 the thread is blocked on in a sync wait, else 0
+ *
+ * Slot words (64 bytes: one cache line, so two hot locks never share one):
+ *   S_STATE        the primitive's state word; bits documented in its file
+ *                  (mutex.ts). Always the wait address for ordinary waiters.
+ *   S_BELL         the heir's doorbell: bumped after the lock is handed over
+ *   S_USE          how the slot is reached and what lives in it (USE_* below)
+ *   S_NAME_HASH    FNV-1a of the name's UTF-8 bytes, checked before the bytes
+ *   S_NAME_LEN     byte length of the name
+ *   F_ACQUIRED …   float64 counters, at float64 index (slot word + n) / 2
+ */
+
+export const MAGIC = 0x4c4b4559;
+export const LAYOUT_VERSION = 1;
+
+export const H_MAGIC = 0;
+export const H_VERSION = 1;
+export const H_SLOTS = 2;
+export const H_THREADS = 3;
+export const H_NAME_MAX = 4;
+export const H_BYTES = 5;
+export const H_NAMED = 6;
+export const H_ID = 7;
+export const H_ID2 = 8;
+export const HEADER_WORDS = 16;
+
+export const T_LIVE = 0;
+export const T_WAIT_SLOT = 1;
+export const THREAD_WORDS = 4;
+export const T_RECOVERING = -1;
+
+export const S_STATE = 0;
+export const S_BELL = 1;
+export const S_USE = 2;
+export const S_NAME_HASH = 3;
+export const S_NAME_LEN = 4;
+// word 5 is free
+export const F_ACQUIRED = 6;
+export const F_CONTENDED = 8;
+export const F_WAIT_TOTAL_NS = 10;
+export const F_WAIT_MAX_NS = 12;
+export const F_HOLD_MAX_NS = 14;
+export const SLOT_WORDS = 16;
+export const SLOT_BYTES = SLOT_WORDS * 4;
+
+/**
+ * S_USE: bits 0–1 say how the slot is reached, bits 4–7 which primitive owns
+ * its state word. A slot is claimed once (UNUSED → CLAIMING → NAMED, or
+ * UNUSED → INDEXED) and never given back: a name keeps its slot for the
+ * table's life, so a name resolved once can be cached by any thread forever.
+ */
+export const USE_UNUSED = 0;
+export const USE_CLAIMING = 1;
+export const USE_NAMED = 2;
+export const USE_INDEXED = 3;
+export const USE_REACH_MASK = 0b11;
+export const KIND_SHIFT = 4;
+export const KIND_MASK = 0xf << KIND_SHIFT;
+export const KIND_NONE = 0;
+export const KIND_MUTEX = 1;
+export const KIND_NAMES = ['none', 'mutex'] as const;
+
+/** Thread ids are 12 bits in the mutex state word (mutex.ts). */
+export const MAX_THREADS = 0xfff;
+export const MAX_SLOTS = 1 << 22;
+export const NAME_MAX = 128;
+
+export const kDefaultSlots = 4096;
+export const kDefaultThreads = 256;
+
+export function byteLengthOf(slots: number, threads: number): number {
+  return (HEADER_WORDS + threads * THREAD_WORDS + slots * SLOT_WORDS) * 4 + slots * NAME_MAX;
+}
+
+/** Word index of a slot's first word. */
+export function slotBase(threads: number, slot: number): number {
+  return HEADER_WORDS + threads * THREAD_WORDS + slot * SLOT_WORDS;
+}
+
+/** Word index of a registry entry (tid is 1-based). */
+export function threadBase(tid: number): number {
+  return HEADER_WORDS + (tid - 1) * THREAD_WORDS;
+}
+
+/** Byte offset of a slot's name bytes. */
+export function nameOffset(slots: number, threads: number, slot: number): number {
+  return (HEADER_WORDS + threads * THREAD_WORDS + slots * SLOT_WORDS) * 4 + slot * NAME_MAX;
+}

@@ -1,0 +1,334 @@
+/**
+ * The mutex state word (slot word S_STATE) and everything that is not the
+ * fast path: the wait protocol shared by the blocking and async acquire, the
+ * contended unlock, and the recovery of a dead holder.
+ *
+ * ```
+ *  bit 31      26   25          24       23       12  11        0
+ *     [ unused   | ABANDONED | PARKED | heir tid    | owner tid   ]
+ * ```
+ *
+ * owner      tid of the holder; 0 when free.
+ * heir       tid of a waiter that has waited FAIR_MS or more; while it is
+ *            set, nobody but the heir can take the lock.
+ * PARKED     a thread may be asleep on S_STATE: unlock must notify.
+ * ABANDONED  the last holder died holding the lock; the next owner is told
+ *            (`guard.abandoned`) and clears the bit.
+ *
+ * | state                 | meaning                         | unlock does                        |
+ * |-----------------------|---------------------------------|------------------------------------|
+ * | 0                     | free                            | (lock: CAS 0 → tid, the fast path) |
+ * | tid                   | held, nobody asleep             | CAS tid → 0, the fast path         |
+ * | tid │ PARKED          | held, sleepers may exist        | store 0, notify(S_STATE, 1)        |
+ * | tid │ heir<<12 │ …    | held, a starving waiter is next | owner := heir in one CAS, ring bell|
+ * | ABANDONED │ …         | free, its holder died           | (lock: slow path, reports it)      |
+ *
+ * Invariants (no lost wake-ups, no grant to the dead):
+ * - A waiter sets PARKED with a CAS and then sleeps on exactly the value it
+ *   wrote; Atomics.wait compares and enqueues atomically, so an unlock that
+ *   clears PARKED after that CAS always finds it to notify.
+ * - Only an unlock clears PARKED, and it notifies when it does. A thread that
+ *   slept and then takes the lock sets PARKED again, since others may still
+ *   sleep: at worst one notify finds nobody (Drepper, "Futexes are tricky").
+ * - heir is written by the heir itself (claim, withdraw), by the unlock that
+ *   hands over to it, and by the recovery of its dead thread, each one CAS
+ *   that requires heir == that tid. Once recovery has cleared a dead heir,
+ *   no later CAS can hand the lock to it.
+ *
+ * # Fairness
+ * Barging by default: an unlock frees the word and any thread may take it,
+ * which keeps the lock hot in the cache of whoever runs (throughput). A
+ * waiter that has waited FAIR_MS (1 ms) wakes by itself and claims the heir
+ * bits; from then on the lock is handed to it directly on the next
+ * unlock, and newcomers cannot barge. One heir at a time: a second starving
+ * waiter claims the bits after the first is served. So a waiter among N
+ * contenders is served within about 1 ms + N × (longest critical section +
+ * one wake-up), as in Go's sync.Mutex starvation mode (1 ms) and
+ * parking_lot's eventual fairness (0.5 ms on average).
+ */
+import type { TableCore } from './core.js';
+import { S_BELL, S_STATE, T_WAIT_SLOT, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, threadBase } from './layout.js';
+import { SPIN_LIMIT, remaining, waitAsyncUntil } from './wait.js';
+import type { Wait } from './options.js';
+import {
+  ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER, ERR_LOCK_TIMEOUT, abortErrorFor,
+} from '../errors.js';
+
+export const OWNER_MASK = 0xfff;
+export const HEIR_SHIFT = 12;
+export const HEIR_MASK = 0xfff << HEIR_SHIFT;
+export const PARKED = 1 << 24;
+export const ABANDONED = 1 << 25;
+export const FAIR_MS = 1;
+
+const heirOf = (s: number) => (s & HEIR_MASK) >>> HEIR_SHIFT;
+
+const ACQUIRED = 0;
+const PARK = 1;
+const TIMED_OUT = 2;
+
+/**
+ * One thread's attempt to take a contended mutex: the protocol, written once
+ * for both drivers. `step()` either takes the lock or says which word to
+ * sleep on (`index`) and the value to sleep on (`value`).
+ */
+class MutexWaiter {
+  heir = false;
+  slept = false;
+  abandoned = false;
+  /** Where to sleep, on which value, and until when (performance.now() ms). */
+  index = 0;
+  value = 0;
+  until = 0;
+  readonly start = performance.now();
+  readonly #w: Int32Array;
+  readonly #st: number;
+  readonly #bell: number;
+  readonly #tid: number;
+
+  constructor(core: TableCore, base: number, readonly deadline: number) {
+    this.#w = core.words;
+    this.#st = base + S_STATE;
+    this.#bell = base + S_BELL;
+    this.#tid = core.tid;
+  }
+
+  step(): typeof ACQUIRED | typeof PARK | typeof TIMED_OUT {
+    const w = this.#w, st = this.#st, tid = this.#tid;
+    for (;;) {
+      let s = Atomics.load(w, st);
+      if (this.heir) {
+        // Handed over: the unlocker wrote owner = tid and cleared heir in one CAS.
+        if ((s & OWNER_MASK) === tid && heirOf(s) !== tid) return this.#tookOver(s);
+        // Free with us as heir cannot arise (heir is claimed only while held, and
+        // every release hands over), but if it did, take it rather than sleep.
+        if ((s & OWNER_MASK) === 0 && Atomics.compareExchange(w, st, s, tid | (s & (PARKED | ABANDONED))) === s) continue;
+      } else if ((s & (OWNER_MASK | HEIR_MASK)) === 0) {
+        // Free. Having slept, keep PARKED set: others may still be asleep.
+        const next = tid | (this.slept ? PARKED : s & PARKED);
+        if (Atomics.compareExchange(w, st, s, next) === s) {
+          this.abandoned = (s & ABANDONED) !== 0;
+          return ACQUIRED;
+        }
+        continue;
+      }
+      const now = performance.now();
+      if (now >= this.deadline) return this.heir && this.withdraw() ? ACQUIRED : TIMED_OUT;
+      if (!this.heir && heirOf(s) === 0 && now - this.start >= FAIR_MS) {
+        // Having slept, we may have been woken by the unlock that cleared
+        // PARKED: set it again, or the sleepers behind us are forgotten.
+        const next = s | (tid << HEIR_SHIFT) | (this.slept ? PARKED : 0);
+        if (Atomics.compareExchange(w, st, s, next) === s) this.heir = true;
+        continue;
+      }
+      if (this.heir) {
+        // Read the bell before re-reading the state: the unlocker changes the
+        // state first and rings after, so a hand-over between the two reads
+        // changes the bell and the wait returns at once.
+        const bell = Atomics.load(w, this.#bell);
+        if (Atomics.load(w, st) !== s) continue;
+        this.index = this.#bell;
+        this.value = bell;
+        this.until = this.deadline;
+        return PARK;
+      }
+      if ((s & PARKED) === 0) {
+        // Publish PARKED *before* sleeping, else the unlocker may skip notify.
+        if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) continue;
+        s |= PARKED;
+      }
+      this.index = st;
+      this.value = s;
+      this.slept = true;
+      // Wake at FAIR_MS, still waiting, to claim the heir bits *before* the
+      // next unlock, so that unlock hands over instead of freeing the word.
+      this.until = heirOf(s) === 0 && now - this.start < FAIR_MS ? Math.min(this.deadline, this.start + FAIR_MS) : this.deadline;
+      return PARK;
+    }
+  }
+
+  /**
+   * Leave the heir position (timeout, abort). Returns true if the lock was
+   * handed over first: the caller then holds it.
+   */
+  withdraw(): boolean {
+    const w = this.#w, st = this.#st, tid = this.#tid;
+    for (;;) {
+      const s = Atomics.load(w, st);
+      if (heirOf(s) === tid) {
+        if (Atomics.compareExchange(w, st, s, s & ~HEIR_MASK) !== s) continue;
+        this.heir = false;
+        return false;
+      }
+      this.heir = false;
+      return (s & OWNER_MASK) === tid && this.#tookOver(s) === ACQUIRED;
+    }
+  }
+
+  /**
+   * Leave without the lock. A waiter that slept may have been woken by the
+   * unlock that cleared PARKED: pass that wake-up on, or the next sleeper
+   * stays asleep behind a free lock.
+   */
+  giveUp<E>(error: E): E {
+    if (this.slept) Atomics.notify(this.#w, this.#st, 1);
+    return error;
+  }
+
+  #tookOver(s: number): typeof ACQUIRED {
+    this.heir = false;
+    if ((s & ABANDONED) !== 0) {
+      this.abandoned = true;
+      Atomics.and(this.#w, this.#st, ~ABANDONED);
+    }
+    return ACQUIRED;
+  }
+}
+
+function checkNotMine(core: TableCore, slot: number, base: number): void {
+  if ((Atomics.load(core.words, base + S_STATE) & OWNER_MASK) === core.tid) {
+    throw new ERR_LOCK_DEADLOCK(core.label(slot), 'this thread already holds it');
+  }
+  if (core.acquiring[slot] === 1) {
+    throw new ERR_LOCK_DEADLOCK(core.label(slot), 'this thread is already waiting for it');
+  }
+}
+
+/** Counters of a contended acquire, written by the new holder (race-free under the lock). */
+function recordWait(core: TableCore, base: number, start: number): void {
+  const f = core.f64, ns = (performance.now() - start) * 1e6;
+  f[(base + F_CONTENDED) >> 1] += 1;
+  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
+  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
+}
+
+/** Blocking acquire after the fast path failed. Returns `abandoned`. */
+export function lockSlowSync(core: TableCore, slot: number, base: number, wait: Wait): boolean {
+  checkNotMine(core, slot, base);
+  const w = core.words, st = base + S_STATE, tid = core.tid;
+  if (wait.timeout > 0) {
+    // Spin briefly: a short critical section on the other core ends sooner
+    // than a park/unpark round trip. Never while others already sleep.
+    let s = Atomics.load(w, st);
+    for (let n = 0; n < SPIN_LIMIT && (s & PARKED) === 0; n++) {
+      if ((s & (OWNER_MASK | HEIR_MASK)) === 0 && Atomics.compareExchange(w, st, s, tid) === s) {
+        return (s & ABANDONED) !== 0;
+      }
+      s = Atomics.load(w, st);
+    }
+  }
+  const waiter = new MutexWaiter(core, base, wait.deadline);
+  const waitSlot = threadBase(tid) + T_WAIT_SLOT;
+  Atomics.store(w, waitSlot, slot + 1);
+  try {
+    for (;;) {
+      const step = waiter.step();
+      if (step === ACQUIRED) break;
+      if (step === TIMED_OUT) throw waiter.giveUp(new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout));
+      switch (Atomics.wait(w, waiter.index, waiter.value, remaining(waiter.until))) {
+        case 'ok': case 'not-equal': case 'timed-out': continue; // step() re-reads the word in every case
+      }
+    }
+  } finally {
+    Atomics.store(w, waitSlot, 0);
+  }
+  recordWait(core, base, waiter.start);
+  return waiter.abandoned;
+}
+
+/** Async acquire after the fast path failed. Resolves `abandoned`. */
+export async function lockSlowAsync(core: TableCore, slot: number, base: number, wait: Wait): Promise<boolean> {
+  // Everything up to the first await runs synchronously inside lock().
+  checkNotMine(core, slot, base);
+  const { signal } = wait;
+  const waiter = new MutexWaiter(core, base, wait.deadline);
+  core.acquiring[slot] = 1;
+  try {
+    for (;;) {
+      const step = waiter.step();
+      if (step === ACQUIRED) break;
+      if (step === TIMED_OUT) throw waiter.giveUp(new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout));
+      await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
+      if (signal?.aborted) {
+        // Handed over while the abort was on its way: give it back properly.
+        if (waiter.heir && waiter.withdraw()) unlockSlow(core, slot, base);
+        throw waiter.giveUp(abortErrorFor(signal));
+      }
+    }
+  } finally {
+    core.acquiring[slot] = 0;
+  }
+  recordWait(core, base, waiter.start);
+  return waiter.abandoned;
+}
+
+/**
+ * One attempt after the fast path's CAS failed: the word may be free with
+ * PARKED or ABANDONED set. Returns `abandoned`, or undefined when held.
+ */
+export function tryLockSlow(core: TableCore, base: number): boolean | undefined {
+  const w = core.words, st = base + S_STATE;
+  for (;;) {
+    const s = Atomics.load(w, st);
+    if ((s & (OWNER_MASK | HEIR_MASK)) !== 0) return undefined;
+    if (Atomics.compareExchange(w, st, s, core.tid | (s & PARKED)) === s) return (s & ABANDONED) !== 0;
+  }
+}
+
+/** Unlock after the one-CAS fast path failed: flags set, or not ours. */
+export function unlockSlow(core: TableCore, slot: number, base: number): void {
+  const w = core.words, st = base + S_STATE, tid = core.tid;
+  for (;;) {
+    const s = Atomics.load(w, st);
+    const owner = s & OWNER_MASK;
+    if (owner !== tid) {
+      if (owner === 0) throw new ERR_LOCK_NOT_LOCKED(core.label(slot));
+      throw new ERR_LOCK_NOT_OWNER(core.label(slot), owner, tid);
+    }
+    const heir = heirOf(s);
+    if (heir !== 0) {
+      // Hand over: the heir owns the lock from this CAS on, nobody can barge in between.
+      if (Atomics.compareExchange(w, st, s, heir | (s & PARKED)) !== s) continue;
+      ringBell(w, base);
+      return;
+    }
+    if (Atomics.compareExchange(w, st, s, 0) !== s) continue;
+    if ((s & PARKED) !== 0) Atomics.notify(w, st, 1);
+    return;
+  }
+}
+
+function ringBell(w: Int32Array, base: number): void {
+  Atomics.add(w, base + S_BELL, 1);
+  // Every waiter: only heirs sleep here, at most one live, plus any woken by an abort.
+  Atomics.notify(w, base + S_BELL);
+}
+
+/**
+ * Release whatever the dead thread `dead` held or claimed in this mutex;
+ * true if it held it. Runs after the thread has stopped (it can write
+ * nothing more) and after its registry entry was marked recovering.
+ */
+export function recoverMutex(w: Int32Array, base: number, dead: number): boolean {
+  const st = base + S_STATE;
+  let released = false;
+  for (;;) {
+    const s = Atomics.load(w, st);
+    const owner = s & OWNER_MASK;
+    let heir = heirOf(s);
+    if (owner !== dead && heir !== dead) break;
+    if (heir === dead) heir = 0;
+    const next = owner === dead
+      ? heir | (s & PARKED) | ABANDONED // released, or handed to the heir, and marked
+      : (s & ~HEIR_MASK) | (heir << HEIR_SHIFT);
+    if (Atomics.compareExchange(w, st, s, next) !== s) continue;
+    released = owner === dead;
+    if (released && heir !== 0) ringBell(w, base);
+    break;
+  }
+  // The dead thread's own waits may linger in V8's waiter lists and swallow
+  // a notify(1) meant for a live waiter: wake every sleeper once.
+  if ((Atomics.load(w, st) & PARKED) !== 0) Atomics.notify(w, st);
+  Atomics.notify(w, base + S_BELL);
+  return released;
+}

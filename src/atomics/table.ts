@@ -1,0 +1,342 @@
+/**
+ * LockTable: one SharedArrayBuffer holding a header, a thread registry, an
+ * array of lock slots and a name index (layout.ts draws it). Any thread that
+ * has the buffer can attach and reach every lock in it by index or by name,
+ * without messaging.
+ */
+import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
+import type { TableCore } from './core.js';
+import {
+  F_ACQUIRED, F_CONTENDED, F_HOLD_MAX_NS, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS,
+  H_BYTES, H_ID, H_ID2, H_MAGIC, H_NAMED, H_NAME_MAX, H_SLOTS, H_THREADS, H_VERSION,
+  KIND_MASK, KIND_MUTEX, KIND_NAMES, KIND_NONE, KIND_SHIFT, LAYOUT_VERSION, MAGIC, MAX_SLOTS, MAX_THREADS, NAME_MAX,
+  S_NAME_HASH, S_NAME_LEN, S_STATE, S_USE,
+  USE_CLAIMING, USE_INDEXED, USE_NAMED, USE_REACH_MASK, USE_UNUSED,
+  byteLengthOf, kDefaultSlots, kDefaultThreads, nameOffset, slotBase,
+} from './layout.js';
+import { Mutex } from './mutex.js';
+import { OWNER_MASK } from './mutex-word.js';
+import { checkInteger } from './options.js';
+import { claimThread, watchThreads } from './threads.js';
+import {
+  ERR_INVALID_ARG_TYPE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_LOCK_SLOT_IN_USE, ERR_LOCK_TABLE_FULL,
+  ERR_LOCK_TABLE_INVALID, ERR_OUT_OF_RANGE,
+} from '../errors.js';
+
+export interface LockTableOptions {
+  /**
+   * Number of lock slots. Each name takes one slot for the table's life, and
+   * so does each index used; a table with every slot taken refuses new names
+   * with ERR_LOCK_TABLE_FULL. Costs 64 bytes + NAME_MAX (128) bytes a slot.
+   * @default 4096
+   */
+  slots?: number;
+  /**
+   * Number of threads that can use the table at the same time (registry
+   * entries; an entry is freed when its thread exits). At most 4095.
+   * @default 256
+   */
+  threads?: number;
+}
+
+/** Counters of one slot, as `table.stats()` reports them. */
+export interface LockStats {
+  /** The slot's name, or null for a slot used by index. */
+  name: string | null;
+  slot: number;
+  kind: 'none' | 'mutex';
+  /** Registry id of the thread holding it now, 0 when free. */
+  owner: number;
+  acquisitions: number;
+  /** Acquisitions that had to wait. */
+  contended: number;
+  /** Total and longest time spent waiting, in nanoseconds. */
+  waitNs: number;
+  waitMaxNs: number;
+  /** Longest hold seen, in nanoseconds (sampled: every contended hold and 1 in 64 others). */
+  holdMaxNs: number;
+}
+
+const ENV_KEY = 'latchkey:default-table';
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+/** Tables this thread has attached, by identity: one registry entry per (thread, table). */
+const attached = new Map<string, LockTable>();
+let defaultTable: LockTable | undefined;
+
+function fnv1a(bytes: Uint8Array, length: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < length; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
+  return h >>> 0;
+}
+
+function createBuffer(slots: number, threads: number): SharedArrayBuffer {
+  const buffer = new SharedArrayBuffer(byteLengthOf(slots, threads));
+  const words = new Int32Array(buffer);
+  words[H_VERSION] = LAYOUT_VERSION;
+  words[H_SLOTS] = slots;
+  words[H_THREADS] = threads;
+  words[H_NAME_MAX] = NAME_MAX;
+  words[H_BYTES] = buffer.byteLength;
+  words[H_ID] = (Math.random() * 0x7fffffff) | 0;
+  words[H_ID2] = (Math.random() * 0x7fffffff) | 0;
+  Atomics.store(words, H_MAGIC, MAGIC); // last: a table is valid once its magic is there
+  return buffer;
+}
+
+function validate(buffer: unknown): Int32Array {
+  if (!(buffer instanceof SharedArrayBuffer)) {
+    throw new ERR_INVALID_ARG_TYPE('buffer', 'a SharedArrayBuffer', buffer);
+  }
+  if (buffer.byteLength < 64) throw new ERR_LOCK_TABLE_INVALID(`buffer is ${buffer.byteLength} bytes, too small for a header`);
+  const words = new Int32Array(buffer);
+  const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;
+  if (Atomics.load(words, H_MAGIC) !== MAGIC) {
+    throw new ERR_LOCK_TABLE_INVALID(`magic is ${hex(words[H_MAGIC])} (expected ${hex(MAGIC)})`);
+  }
+  if (words[H_VERSION] !== LAYOUT_VERSION) {
+    throw new ERR_LOCK_TABLE_INVALID(`layout version is ${words[H_VERSION]} (expected ${LAYOUT_VERSION})`);
+  }
+  const slots = words[H_SLOTS], threads = words[H_THREADS];
+  if (!(slots >= 1 && slots <= MAX_SLOTS) || !(threads >= 1 && threads <= MAX_THREADS) || words[H_NAME_MAX] !== NAME_MAX) {
+    throw new ERR_LOCK_TABLE_INVALID(`header is corrupt (slots ${slots}, threads ${threads}, name bytes ${words[H_NAME_MAX]})`);
+  }
+  const expected = byteLengthOf(slots, threads);
+  if (words[H_BYTES] !== expected || buffer.byteLength !== expected) {
+    throw new ERR_LOCK_TABLE_INVALID(`buffer is ${buffer.byteLength} bytes (expected ${expected} for ${slots} slots)`);
+  }
+  return words;
+}
+
+export class LockTable {
+  readonly #core: TableCore;
+  /** Names this thread has resolved: a name never changes slot, so this never goes stale. */
+  readonly #names = new Map<string, number>();
+  readonly #scratch = new Uint8Array(NAME_MAX);
+
+  private constructor(buffer: SharedArrayBuffer, words: Int32Array) {
+    const slots = words[H_SLOTS], threads = words[H_THREADS];
+    this.#core = {
+      buffer,
+      words,
+      f64: new Float64Array(buffer),
+      bytes: new Uint8Array(buffer),
+      slots,
+      threads,
+      tid: claimThread(words, threads),
+      acquiring: new Uint8Array(slots),
+      label: (slot) => this.#label(slot),
+    };
+    watchThreads(this.#core);
+  }
+
+  /** A new table in a new SharedArrayBuffer. Pass `table.buffer` to other threads and `attach` it there. */
+  static create(options: LockTableOptions = {}): LockTable {
+    if (options === null || typeof options !== 'object') throw new ERR_INVALID_ARG_TYPE('options', 'an object', options);
+    const { slots = kDefaultSlots, threads = kDefaultThreads } = options;
+    checkInteger(slots, 'options.slots', 1, MAX_SLOTS);
+    checkInteger(threads, 'options.threads', 1, MAX_THREADS);
+    return LockTable.attach(createBuffer(slots, threads));
+  }
+
+  /**
+   * This thread's view of the table in `buffer`. Validates magic, layout
+   * version and size first (ERR_LOCK_TABLE_INVALID). Attaching the same
+   * table twice in a thread returns the same object.
+   */
+  static attach(buffer: SharedArrayBuffer): LockTable {
+    const words = validate(buffer);
+    const key = `${words[H_ID]}:${words[H_ID2]}`;
+    let table = attached.get(key);
+    if (table === undefined) attached.set(key, (table = new LockTable(buffer, words)));
+    return table;
+  }
+
+  /**
+   * The process-wide table: the same one in every thread, with no setup.
+   * Created when latchkey is first imported in the main thread and handed to
+   * every worker started after that (worker_threads environment data).
+   */
+  static default(): LockTable {
+    if (defaultTable !== undefined) return defaultTable;
+    const buffer = getEnvironmentData(ENV_KEY);
+    if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_NO_DEFAULT_TABLE();
+    return (defaultTable = LockTable.attach(buffer));
+  }
+
+  /** The shared memory: send it to another thread and `LockTable.attach` it there. */
+  get buffer(): SharedArrayBuffer {
+    return this.#core.buffer;
+  }
+
+  get slots(): number {
+    return this.#core.slots;
+  }
+
+  /** This thread's id in the table's registry (what `stats().owner` reports). */
+  get threadId(): number {
+    return this.#core.tid;
+  }
+
+  /**
+   * The mutex named `name` (a string of at most 128 UTF-8 bytes; '' is a
+   * valid name) or living in slot `index`. Distinct names never share a slot.
+   */
+  mutex(nameOrIndex: string | number): Mutex {
+    const slot = this.#resolve(nameOrIndex, true);
+    this.#claimKind(slot, KIND_MUTEX, 'a mutex');
+    return new Mutex(this.#core, slot, slotBase(this.#core.threads, slot), nameOrIndex);
+  }
+
+  /** Counters of one lock (undefined if that name was never used), or of every slot in use. */
+  stats(nameOrIndex: string | number): LockStats | undefined;
+  stats(): LockStats[];
+  stats(nameOrIndex?: string | number): LockStats | LockStats[] | undefined {
+    if (nameOrIndex === undefined) {
+      const all: LockStats[] = [];
+      for (let slot = 0; slot < this.#core.slots; slot++) {
+        if (this.#reach(slot) !== USE_UNUSED) all.push(this.#statsOf(slot));
+      }
+      return all;
+    }
+    const slot = this.#resolve(nameOrIndex, false);
+    return slot < 0 || this.#reach(slot) === USE_UNUSED ? undefined : this.#statsOf(slot);
+  }
+
+  /** @internal For tests: the raw views and this thread's core. */
+  static unsafeExposeInternals(table: LockTable): { core: TableCore; slotBase: (slot: number) => number } {
+    return { core: table.#core, slotBase: (slot) => slotBase(table.#core.threads, slot) };
+  }
+
+  #reach(slot: number): number {
+    return Atomics.load(this.#core.words, slotBase(this.#core.threads, slot) + S_USE) & USE_REACH_MASK;
+  }
+
+  #resolve(nameOrIndex: string | number, create: boolean): number {
+    if (typeof nameOrIndex === 'string') return this.#slotOf(nameOrIndex, create);
+    if (typeof nameOrIndex !== 'number') {
+      throw new ERR_INVALID_ARG_TYPE('nameOrIndex', 'a string or a slot index', nameOrIndex);
+    }
+    checkInteger(nameOrIndex, 'index', 0, this.#core.slots - 1);
+    if (create) this.#claimIndex(nameOrIndex);
+    return nameOrIndex;
+  }
+
+  /**
+   * Find (or claim) the slot of `name`: open addressing from the name's
+   * hash. A slot is claimed by CAS UNUSED → CLAIMING, filled, then published
+   * as NAMED; a reader that meets CLAIMING waits for the publish, so two
+   * threads adding one name at once end in the same slot.
+   */
+  #slotOf(name: string, create: boolean): number {
+    const cached = this.#names.get(name);
+    if (cached !== undefined) return cached;
+    const { words, bytes, slots, threads } = this.#core;
+    const length = Buffer.byteLength(name, 'utf8');
+    if (length > NAME_MAX) throw new ERR_OUT_OF_RANGE('name', `at most ${NAME_MAX} UTF-8 bytes`, `${length} bytes`);
+    const scratch = this.#scratch;
+    encoder.encodeInto(name, scratch);
+    const hash = fnv1a(scratch, length) | 0;
+    let slot = (hash >>> 0) % slots;
+    for (let probes = 0; probes < slots;) {
+      const base = slotBase(threads, slot);
+      const use = Atomics.load(words, base + S_USE);
+      const reach = use & USE_REACH_MASK;
+      if (reach === USE_UNUSED) {
+        if (!create) return -1;
+        if (Atomics.compareExchange(words, base + S_USE, use, use | USE_CLAIMING) !== use) continue;
+        words[base + S_NAME_HASH] = hash;
+        words[base + S_NAME_LEN] = length;
+        bytes.set(scratch.subarray(0, length), nameOffset(slots, threads, slot));
+        Atomics.store(words, base + S_USE, use | USE_NAMED); // publishes the bytes written above
+        Atomics.notify(words, base + S_USE);
+        Atomics.add(words, H_NAMED, 1);
+        this.#names.set(name, slot);
+        return slot;
+      }
+      if (reach === USE_CLAIMING) {
+        Atomics.wait(words, base + S_USE, use, 1); // a claim is a few stores long
+        continue;
+      }
+      if (reach === USE_NAMED && words[base + S_NAME_HASH] === hash && words[base + S_NAME_LEN] === length
+        && this.#nameMatches(slot, length)) {
+        this.#names.set(name, slot);
+        return slot;
+      }
+      slot = (slot + 1) % slots;
+      probes++;
+    }
+    if (!create) return -1;
+    throw new ERR_LOCK_TABLE_FULL(`the name ${JSON.stringify(name)}`, slots);
+  }
+
+  #nameMatches(slot: number, length: number): boolean {
+    const { bytes, slots, threads } = this.#core;
+    const offset = nameOffset(slots, threads, slot), scratch = this.#scratch;
+    for (let i = 0; i < length; i++) if (bytes[offset + i] !== scratch[i]) return false;
+    return true;
+  }
+
+  #claimIndex(slot: number): void {
+    const words = this.#core.words, at = slotBase(this.#core.threads, slot) + S_USE;
+    for (;;) {
+      const use = Atomics.load(words, at), reach = use & USE_REACH_MASK;
+      if (reach === USE_INDEXED) return;
+      if (reach === USE_NAMED) {
+        throw new ERR_LOCK_SLOT_IN_USE(`slot #${slot}`, 'an indexed lock', `it holds the name ${this.#label(slot)}`);
+      }
+      if (reach === USE_CLAIMING) Atomics.wait(words, at, use, 1);
+      else Atomics.compareExchange(words, at, use, use | USE_INDEXED);
+    }
+  }
+
+  #claimKind(slot: number, kind: number, as: string): void {
+    const words = this.#core.words, at = slotBase(this.#core.threads, slot) + S_USE;
+    for (;;) {
+      const use = Atomics.load(words, at), held = (use & KIND_MASK) >>> KIND_SHIFT;
+      if (held === kind) return;
+      if (held !== KIND_NONE) {
+        throw new ERR_LOCK_SLOT_IN_USE(this.#label(slot), as, `it holds a ${KIND_NAMES[held] ?? 'primitive'}`);
+      }
+      if (Atomics.compareExchange(words, at, use, use | (kind << KIND_SHIFT)) === use) return;
+    }
+  }
+
+  #nameOf(slot: number): string | null {
+    const { words, bytes, slots, threads } = this.#core;
+    const base = slotBase(threads, slot);
+    if ((Atomics.load(words, base + S_USE) & USE_REACH_MASK) !== USE_NAMED) return null;
+    const offset = nameOffset(slots, threads, slot);
+    return decoder.decode(bytes.slice(offset, offset + words[base + S_NAME_LEN]));
+  }
+
+  #label(slot: number): string {
+    const name = this.#nameOf(slot);
+    return name === null ? `#${slot}` : JSON.stringify(name);
+  }
+
+  #statsOf(slot: number): LockStats {
+    const { words, f64, threads } = this.#core;
+    const base = slotBase(threads, slot);
+    const kind = (Atomics.load(words, base + S_USE) & KIND_MASK) >>> KIND_SHIFT;
+    const f = (word: number) => f64[(base + word) >> 1];
+    return {
+      name: this.#nameOf(slot),
+      slot,
+      kind: KIND_NAMES[kind] ?? 'none',
+      owner: kind === KIND_MUTEX ? Atomics.load(words, base + S_STATE) & OWNER_MASK : 0,
+      acquisitions: f(F_ACQUIRED),
+      contended: f(F_CONTENDED),
+      waitNs: f(F_WAIT_TOTAL_NS),
+      waitMaxNs: f(F_WAIT_MAX_NS),
+      holdMaxNs: f(F_HOLD_MAX_NS),
+    };
+  }
+}
+
+// The default table exists from the moment latchkey is imported in the main
+// thread, so every worker started later inherits it, whoever starts it. If
+// another copy of latchkey already made one, use that one.
+if (isMainThread && !(getEnvironmentData(ENV_KEY) instanceof SharedArrayBuffer)) {
+  setEnvironmentData(ENV_KEY, createBuffer(kDefaultSlots, kDefaultThreads));
+}
