@@ -24,8 +24,13 @@ const HOLD_SAMPLE = 64;
 let sampleTick = 0;
 
 export class Mutex {
-  readonly #core: TableCore;
+  // The fast paths read only these fields: no hop through the core.
+  readonly #words: Int32Array;
+  readonly #f64: Float64Array;
   readonly #st: number;
+  readonly #acquired: number;
+  readonly #tid: number;
+  readonly #core: TableCore;
   readonly #base: number;
   /** The slot this mutex lives in. */
   readonly slot: number;
@@ -35,8 +40,12 @@ export class Mutex {
   /** @internal Use `table.mutex(name)`. */
   constructor(core: TableCore, slot: number, base: number, name: string | number) {
     this.#core = core;
+    this.#words = core.words;
+    this.#f64 = core.f64;
+    this.#tid = core.tid;
     this.#base = base;
     this.#st = base + S_STATE;
+    this.#acquired = (base + F_ACQUIRED) >> 1;
     this.slot = slot;
     this.name = name;
   }
@@ -49,9 +58,8 @@ export class Mutex {
    */
   lockSync(options?: LockOptions): MutexGuard {
     const wait = options === undefined ? kNoWait : parseLockOptions(options);
-    const core = this.#core;
-    if (Atomics.compareExchange(core.words, this.#st, 0, core.tid) === 0) return this.#granted(false, false);
-    return this.#granted(lockSlowSync(core, this.slot, this.#base, wait), true);
+    if (Atomics.compareExchange(this.#words, this.#st, 0, this.#tid) === 0) return this.#granted(false, false);
+    return this.#granted(lockSlowSync(this.#core, this.slot, this.#base, wait), true);
   }
 
   /**
@@ -67,18 +75,16 @@ export class Mutex {
     } catch (err) {
       return Promise.reject(err);
     }
-    const core = this.#core;
-    if (Atomics.compareExchange(core.words, this.#st, 0, core.tid) === 0) {
+    if (Atomics.compareExchange(this.#words, this.#st, 0, this.#tid) === 0) {
       return Promise.resolve(this.#granted(false, false));
     }
-    return lockSlowAsync(core, this.slot, this.#base, wait).then((abandoned) => this.#granted(abandoned, true));
+    return lockSlowAsync(this.#core, this.slot, this.#base, wait).then((abandoned) => this.#granted(abandoned, true));
   }
 
   /** Take the lock if it is free right now: a guard, or null. Never waits. */
   tryLock(): MutexGuard | null {
-    const core = this.#core;
-    if (Atomics.compareExchange(core.words, this.#st, 0, core.tid) === 0) return this.#granted(false, false);
-    const abandoned = tryLockSlow(core, this.#base);
+    if (Atomics.compareExchange(this.#words, this.#st, 0, this.#tid) === 0) return this.#granted(false, false);
+    const abandoned = tryLockSlow(this.#core, this.#base);
     return abandoned === undefined ? null : this.#granted(abandoned, false);
   }
 
@@ -88,9 +94,8 @@ export class Mutex {
    * when nobody does.
    */
   unlock(): void {
-    const core = this.#core;
-    if (Atomics.compareExchange(core.words, this.#st, core.tid, 0) !== core.tid) {
-      unlockSlow(core, this.slot, this.#base);
+    if (Atomics.compareExchange(this.#words, this.#st, this.#tid, 0) !== this.#tid) {
+      unlockSlow(this.#core, this.slot, this.#base);
     }
   }
 
@@ -116,26 +121,27 @@ export class Mutex {
 
   /** Whether any thread holds the lock right now (a snapshot, for diagnostics). */
   get locked(): boolean {
-    return (Atomics.load(this.#core.words, this.#st) & OWNER_MASK) !== 0;
+    return (Atomics.load(this.#words, this.#st) & OWNER_MASK) !== 0;
   }
 
   #granted(abandoned: boolean, contended: boolean): MutexGuard {
-    // Under the lock: plain float64 stores are race-free.
-    this.#core.f64[(this.#base + F_ACQUIRED) >> 1] += 1;
+    // Under the lock: a plain float64 store is race-free.
+    this.#f64[this.#acquired] += 1;
     const sampled = contended || (++sampleTick & (HOLD_SAMPLE - 1)) === 0;
     return new MutexGuard(this, abandoned, sampled ? performance.now() : 0);
   }
 
   /** @internal Called by MutexGuard.unlock(). */
   static release(mutex: Mutex, heldSince: number): void {
-    const core = mutex.#core;
-    if (heldSince !== 0) {
-      const ns = (performance.now() - heldSince) * 1e6, i = (mutex.#base + F_HOLD_MAX_NS) >> 1;
-      if (ns > core.f64[i]) core.f64[i] = ns;
+    if (heldSince !== 0) Mutex.#recordHold(mutex, heldSince);
+    if (Atomics.compareExchange(mutex.#words, mutex.#st, mutex.#tid, 0) !== mutex.#tid) {
+      unlockSlow(mutex.#core, mutex.slot, mutex.#base);
     }
-    if (Atomics.compareExchange(core.words, mutex.#st, core.tid, 0) !== core.tid) {
-      unlockSlow(core, mutex.slot, mutex.#base);
-    }
+  }
+
+  static #recordHold(mutex: Mutex, heldSince: number): void {
+    const ns = (performance.now() - heldSince) * 1e6, i = (mutex.#base + F_HOLD_MAX_NS) >> 1;
+    if (ns > mutex.#f64[i]) mutex.#f64[i] = ns;
   }
 }
 
