@@ -1,0 +1,45 @@
+/**
+ * `npm run bench`: every latchkey figure beside its anchor, measured in the
+ * same run; writes bench/results/latest.json and latest.md and prints the table.
+ * Flags: --quick (short runs, for a smoke test).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
+import { type Figure, figure, markdown } from './report.js';
+import { uncontended } from './uncontended.js';
+import { contended, handoff } from './threads.js';
+
+const quick = process.argv.includes('--quick');
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+function v8Mutex(floorNs: number): Figure[] {
+  try {
+    const out = execFileSync(process.execPath, ['--harmony-struct', here('./v8-mutex.js')], { encoding: 'utf8', timeout: 60_000 });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { lockNs?: number; error?: string };
+    if (r.lockNs === undefined) throw new Error(r.error);
+    return [figure({ figure: 'V8 Atomics.Mutex lock+unlock (anchor only)', unit: 'ns', latchkey: r.lockNs, anchorName: 'CAS+store floor', anchor: floorNs, better: 'lower', note: 'node --harmony-struct, its own process' })];
+  } catch (err) {
+    log(`V8 Atomics.Mutex skipped: ${(err as Error).message.split('\n')[0]}`);
+    return [];
+  }
+}
+
+const figures: Figure[] = [];
+log('uncontended (tinybench) …');
+const u = await uncontended(quick ? 200 : 1000);
+figures.push(...u);
+figures.push(...v8Mutex(u[0]!.anchor));
+log('contended (2 and 4 workers) …');
+figures.push(...await contended(quick ? 150 : 500, quick ? 1 : 5));
+log('hand-off latency …');
+figures.push(...await handoff(quick ? 200 : 1000));
+
+const table = markdown(figures);
+const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
+mkdirSync(here('./results/'), { recursive: true });
+writeFileSync(here('./results/latest.json'), JSON.stringify({ header, node: process.version, figures }, null, 2));
+writeFileSync(here('./results/latest.md'), `${header}\n\n${table}\n`);
+console.log(`${header}\n\n${table}`);
