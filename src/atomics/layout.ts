@@ -32,6 +32,9 @@
  *   T_LIVE         0 free; Node threadId + 1 of the live thread; T_RECOVERING
  *                  while a dead thread's locks are being released
  *   T_WAIT_SLOT    slot + 1 the thread is blocked on in a sync wait, else 0
+ *   T_PARENT       Node threadId + 1 of the thread that started this one (as
+ *                  far as latchkey knows), so a parent's death recovers the
+ *                  workers that died with it
  *
  * Slot words (64 bytes: one cache line, so two hot locks never share one):
  *   S_STATE        the primitive's state word; bits documented in its file
@@ -59,6 +62,7 @@ export const HEADER_WORDS = 16;
 
 export const T_LIVE = 0;
 export const T_WAIT_SLOT = 1;
+export const T_PARENT = 2;
 export const THREAD_WORDS = 4;
 export const T_RECOVERING = -1;
 

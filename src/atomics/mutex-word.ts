@@ -268,8 +268,9 @@ export async function lockSlowAsync(core: TableCore, slot: number, base: number,
       if (step === TIMED_OUT) throw waiter.giveUp(new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout));
       await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
       if (signal?.aborted) {
-        // Handed over while the abort was on its way: give it back properly.
-        if (waiter.heir && waiter.withdraw()) unlockSlow(core, slot, base);
+        // Handed over while the abort was on its way: give it back, and if it
+        // came from a dead holder, pass that news on to the next owner.
+        if (waiter.heir && waiter.withdraw()) unlockSlow(core, slot, base, waiter.abandoned ? ABANDONED : 0);
         throw waiter.giveUp(abortErrorFor(signal));
       }
     }
@@ -293,8 +294,11 @@ export function tryLockSlow(core: TableCore, base: number): boolean | undefined 
   }
 }
 
-/** Unlock after the one-CAS fast path failed: flags set, or not ours. */
-export function unlockSlow(core: TableCore, slot: number, base: number): void {
+/**
+ * Unlock after the one-CAS fast path failed: flags set, or not ours. `keep`
+ * is ABANDONED when a lock that came from a dead holder is given back unused.
+ */
+export function unlockSlow(core: TableCore, slot: number, base: number, keep = 0): void {
   const w = core.words, st = base + S_STATE, tid = core.tid;
   for (;;) {
     const s = Atomics.load(w, st);
@@ -306,11 +310,11 @@ export function unlockSlow(core: TableCore, slot: number, base: number): void {
     const heir = heirOf(s);
     if (heir !== 0) {
       // Hand over: the heir owns the lock from this CAS on, nobody can barge in between.
-      if (Atomics.compareExchange(w, st, s, heir | (s & PARKED)) !== s) continue;
+      if (Atomics.compareExchange(w, st, s, heir | (s & PARKED) | keep) !== s) continue;
       ringBell(w, base);
       return;
     }
-    if (Atomics.compareExchange(w, st, s, 0) !== s) continue;
+    if (Atomics.compareExchange(w, st, s, keep) !== s) continue;
     if ((s & PARKED) !== 0) Atomics.notify(w, st, 1);
     return;
   }
@@ -344,9 +348,11 @@ export function recoverMutex(w: Int32Array, base: number, dead: number): boolean
     if (released && heir !== 0) ringBell(w, base);
     break;
   }
-  // The dead thread's own waits may linger in V8's waiter lists and swallow
-  // a notify(1) meant for a live waiter: wake every sleeper once.
-  if ((Atomics.load(w, st) & PARKED) !== 0) Atomics.notify(w, st);
+  // The dead thread may have taken a wake-up with it: woken by an unlock's
+  // notify(1) (which cleared PARKED) and killed before it could pass it on,
+  // or left a wait in V8's waiter list that a notify(1) would pick. Wake
+  // every sleeper once; each re-checks the word.
+  Atomics.notify(w, st);
   Atomics.notify(w, base + S_BELL);
   return released;
 }

@@ -10,20 +10,22 @@
  *   (`worker.terminate()` runs no code in the worker). latchkey listens for
  *   `process.on('worker')` in every thread that imported it, so this covers
  *   workers started by code that never heard of latchkey.
- * A worker terminated by a parent thread that never imported latchkey, or
- * whose parent is itself blocked in a synchronous wait, is recovered only
- * when that parent's event loop runs.
+ * A worker that dies because its parent worker ended (Node stops a worker's
+ * workers with it) is recovered with that parent, through T_PARENT. A worker
+ * terminated by a thread that never imported latchkey, or whose parent is
+ * itself blocked in a synchronous wait, is recovered only when some watching
+ * thread's event loop runs.
  *
  * Recovery marks the entry T_RECOVERING (one CAS, so two recoverers never
  * both run), releases every slot the thread held or was heir to, marking
- * them abandoned, and only then frees the entry: a tid is never reused while
- * a state word still names it.
+ * them abandoned, and frees the entry only once the thread has stopped for
+ * good: a tid is never reused while a state word still names it.
  */
 import { debuglog } from 'node:util';
-import { isMainThread, threadId, type Worker } from 'node:worker_threads';
+import { getEnvironmentData, isMainThread, setEnvironmentData, threadId, type Worker } from 'node:worker_threads';
 import type { TableCore } from './core.js';
 import {
-  KIND_MASK, KIND_MUTEX, KIND_SHIFT, S_USE, T_LIVE, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
+  KIND_MASK, KIND_MUTEX, KIND_SHIFT, S_USE, T_LIVE, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
 } from './layout.js';
 import { recoverMutex } from './mutex-word.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
@@ -33,39 +35,69 @@ const debug = debuglog('latchkey');
 /** Node threadIds start at 0 (the main thread); entries store id + 1 so 0 means free. */
 const liveMark = (nodeThreadId: number) => nodeThreadId + 1;
 
+// Who started this thread: each thread that loads latchkey tells the workers
+// it starts, through environment data they inherit. Read before overwriting.
+const PARENT_KEY = 'latchkey:parent-thread';
+const inherited = getEnvironmentData(PARENT_KEY);
+const parentMark = !isMainThread && typeof inherited === 'number' ? liveMark(inherited) : 0;
+setEnvironmentData(PARENT_KEY, threadId);
+
 /** Claim a registry entry for this thread. */
 export function claimThread(words: Int32Array, threads: number): number {
   const mark = liveMark(threadId);
   for (let n = 0; n < threads; n++) {
     const tid = ((threadId + n) % threads) + 1;
-    if (Atomics.compareExchange(words, threadBase(tid) + T_LIVE, 0, mark) === 0) return tid;
+    const entry = threadBase(tid);
+    if (Atomics.compareExchange(words, entry + T_LIVE, 0, mark) === 0) {
+      Atomics.store(words, entry + T_PARENT, parentMark);
+      return tid;
+    }
   }
   throw new ERR_LOCK_TABLE_FULL('a thread to the registry', threads);
 }
 
 const joined = new Set<TableCore>();
-let watching = false;
+
+// Watch every worker this thread starts, from the moment latchkey is loaded,
+// whoever starts it. The 'exit' event fires after the worker, and every
+// worker it started, has stopped.
+process.on('worker', (worker: Worker) => {
+  const mark = liveMark(worker.threadId);
+  worker.once('exit', () => {
+    for (const core of joined) recoverThread(core, mark, true);
+  });
+});
+
+// A worker that returns, throws or calls process.exit() releases its own
+// locks here. If its parent watches the table, the entry stays claimed
+// until the parent's 'exit' event (after the thread has truly stopped) frees
+// it: an 'exit' listener that runs after this one could still take a lock.
+if (!isMainThread) {
+  process.once('exit', () => {
+    for (const core of joined) recoverThread(core, liveMark(threadId), !parentWatches(core));
+  });
+}
+
+function parentWatches(core: TableCore): boolean {
+  if (parentMark === 0) return false;
+  for (let tid = 1; tid <= core.threads; tid++) {
+    if (Atomics.load(core.words, threadBase(tid) + T_LIVE) === parentMark) return true;
+  }
+  return false;
+}
 
 /** Recover this thread's locks in `core` when it (or any worker it starts) dies. */
 export function watchThreads(core: TableCore): void {
   joined.add(core);
-  if (watching) return;
-  watching = true;
-  process.on('worker', (worker: Worker) => {
-    const mark = liveMark(worker.threadId);
-    worker.once('exit', () => {
-      for (const c of joined) recoverThread(c, mark);
-    });
-  });
-  if (!isMainThread) {
-    process.once('exit', () => {
-      for (const c of joined) recoverThread(c, liveMark(threadId));
-    });
-  }
 }
 
-/** Release everything the thread whose entry reads `mark` holds in this table. */
-export function recoverThread(core: TableCore, mark: number): number {
+/**
+ * Release everything the thread whose entry reads `mark` holds in this
+ * table, marking it abandoned. `stopped`: the thread has stopped for good
+ * (its Worker's 'exit' event), so its entry is freed and the workers it
+ * started, which Node stopped with it, are recovered too.
+ */
+export function recoverThread(core: TableCore, mark: number, stopped: boolean): number {
   const w = core.words;
   let released = 0;
   for (let tid = 1; tid <= core.threads; tid++) {
@@ -80,7 +112,18 @@ export function recoverThread(core: TableCore, mark: number): number {
       }
     }
     Atomics.store(w, entry + T_WAIT_SLOT, 0);
+    if (!stopped) {
+      Atomics.store(w, entry + T_LIVE, mark);
+      continue;
+    }
+    Atomics.store(w, entry + T_PARENT, 0);
     Atomics.store(w, entry + T_LIVE, 0);
+  }
+  if (stopped) {
+    for (let tid = 1; tid <= core.threads; tid++) {
+      const entry = threadBase(tid), child = Atomics.load(w, entry + T_LIVE);
+      if (child > 0 && Atomics.load(w, entry + T_PARENT) === mark) released += recoverThread(core, child, true);
+    }
   }
   return released;
 }
