@@ -48,7 +48,7 @@
  */
 import type { TableCore } from './core.js';
 import { S_BELL, S_STATE, T_WAIT_SLOT, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, threadBase } from './layout.js';
-import { SPIN_LIMIT, remaining, waitAsyncUntil } from './wait.js';
+import { SpinWait, relax, remaining, waitAsyncUntil } from './wait.js';
 import type { Wait } from './options.js';
 import {
   ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER, ERR_LOCK_TIMEOUT, abortErrorFor,
@@ -203,12 +203,18 @@ function checkNotMine(core: TableCore, slot: number, base: number): void {
 function spinUntilChanged(w: Int32Array, i: number, value: number): boolean {
   const end = performance.now() + HEIR_SPIN_NS / 1e6;
   for (;;) {
-    for (let n = 0; n < 64; n++) if (Atomics.load(w, i) !== value) return true;
+    for (let n = 0; n < 16; n++) {
+      if (Atomics.load(w, i) !== value) return true;
+      relax(64); // re-read every ~100 ns, not in a tight loop: leave the line to the holder
+    }
     if (performance.now() >= end) return false;
   }
 }
 
-/** Counters of a contended acquire, written by the new holder (race-free under the lock). */
+/**
+ * Counters of an acquire that parked, written by the new holder (race-free
+ * under the lock). Waits won by spinning count as contended but add no time.
+ */
 function recordWait(core: TableCore, base: number, start: number): void {
   const f = core.f64, ns = (performance.now() - start) * 1e6;
   f[(base + F_CONTENDED) >> 1] += 1;
@@ -221,14 +227,16 @@ export function lockSlowSync(core: TableCore, slot: number, base: number, wait: 
   checkNotMine(core, slot, base);
   const w = core.words, st = base + S_STATE, tid = core.tid;
   if (wait.timeout > 0) {
-    // Spin briefly: a short critical section on the other core ends sooner
-    // than a park/unpark round trip. Never while others already sleep.
-    let s = Atomics.load(w, st);
-    for (let n = 0; n < SPIN_LIMIT && (s & PARKED) === 0; n++) {
+    // Spin briefly, backing off: a short critical section on the other core
+    // ends sooner than a park/unpark round trip. Never while others already
+    // sleep: they are ahead of us.
+    const spin = new SpinWait();
+    for (let s = Atomics.load(w, st); (s & PARKED) === 0; s = Atomics.load(w, st)) {
       if ((s & (OWNER_MASK | HEIR_MASK)) === 0 && Atomics.compareExchange(w, st, s, tid) === s) {
+        core.f64[(base + F_CONTENDED) >> 1] += 1; // contended, but not timed: a clock read costs ~100 ns here
         return (s & ABANDONED) !== 0;
       }
-      s = Atomics.load(w, st);
+      if (!spin.spin()) break;
     }
   }
   const waiter = new MutexWaiter(core, base, wait.deadline);

@@ -4,23 +4,30 @@
  */
 
 /**
- * How many times a blocking acquirer re-reads a held lock before it parks.
- * On 2 cores a short critical section in another thread often ends within a
- * few hundred nanoseconds, far sooner than a park/unpark round trip (~30 µs).
- * Measured in bench/: see bench/README.md.
+ * Rounds of exponential backoff a blocking acquirer spends before it parks:
+ * round n busy-waits about 2^n loop iterations, then re-reads the lock word
+ * once. Reading in a tight loop would pull the word's cache line away from
+ * the holder on every read and slow down the very unlock it waits for; the
+ * backoff reads it SPIN_ROUNDS times over about 2 µs (a short critical
+ * section on the other core ends well within that, a park/unpark round trip
+ * costs 30-100 µs here). Figures in bench/README.md.
  */
-export const SPIN_LIMIT = 64;
+export const SPIN_ROUNDS = 10;
 
-/** A bounded spin, as parking_lot's SpinWait: `spin()` answers "park now?" with false. */
+let sink = 0;
+
+/** Busy-wait about `iterations` loop turns without touching shared memory (JS has no pause instruction). */
+export function relax(iterations: number): void {
+  for (let i = iterations; i > 0; i--) sink = (sink + i) | 0;
+}
+
+/** A bounded spin, as parking_lot's SpinWait: `spin()` backs off once, or answers "park now" with false. */
 export class SpinWait {
-  #rounds = 0;
+  #round = 0;
   spin(): boolean {
-    if (this.#rounds >= SPIN_LIMIT) return false;
-    this.#rounds++;
+    if (this.#round >= SPIN_ROUNDS) return false;
+    relax(1 << this.#round++);
     return true;
-  }
-  reset(): void {
-    this.#rounds = 0;
   }
 }
 
