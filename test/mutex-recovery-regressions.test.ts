@@ -86,3 +86,14 @@ test('a lock taken by an exit listener that runs after latchkey\'s own is still 
   expect(g.abandoned).toBe(true);
   g.unlock();
 });
+
+test('a thread that imported latchkey but never touched the default table recovers the workers it terminates', async () => {
+  // This file never calls LockTable.default() before this point.
+  const ctl = control();
+  const holder = start('hold', { table: null, name: 'default:unjoined', then: 'terminate', control: ctl.buffer });
+  await until(ctl, 0, 1);
+  await holder.terminate();
+  const g = await LockTable.default().mutex('default:unjoined').lock({ timeout: 5000 });
+  expect(g.abandoned).toBe(true);
+  g.unlock();
+});

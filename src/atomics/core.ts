@@ -3,13 +3,19 @@
  * views, the table's geometry, and this thread's id in the table's registry.
  * One `TableCore` exists per (thread, table); primitives keep a reference.
  */
-export interface TableCore {
-  readonly buffer: SharedArrayBuffer;
+/** What recovery needs of a table: any thread can scan one it has not joined. */
+export interface WatchedTable {
   readonly words: Int32Array;
-  readonly f64: Float64Array;
-  readonly bytes: Uint8Array;
   readonly slots: number;
   readonly threads: number;
+  /** Name of a slot for messages: its name in quotes, or `#index`. */
+  label(slot: number): string;
+}
+
+export interface TableCore extends WatchedTable {
+  readonly buffer: SharedArrayBuffer;
+  readonly f64: Float64Array;
+  readonly bytes: Uint8Array;
   /** This thread's id in the registry, 1..MAX_THREADS. */
   readonly tid: number;
   /**
@@ -18,6 +24,4 @@ export interface TableCore {
    * once at a time, so its small id names exactly one waiter.
    */
   readonly acquiring: Uint8Array;
-  /** Name of a slot for messages: its name in quotes, or `#index`. */
-  label(slot: number): string;
 }

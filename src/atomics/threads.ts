@@ -23,7 +23,7 @@
  */
 import { debuglog } from 'node:util';
 import { getEnvironmentData, isMainThread, setEnvironmentData, threadId, type Worker } from 'node:worker_threads';
-import type { TableCore } from './core.js';
+import type { WatchedTable } from './core.js';
 import {
   KIND_MASK, KIND_MUTEX, KIND_SHIFT, S_USE, T_LIVE, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
 } from './layout.js';
@@ -56,7 +56,12 @@ export function claimThread(words: Int32Array, threads: number): number {
   throw new ERR_LOCK_TABLE_FULL('a thread to the registry', threads);
 }
 
-const joined = new Set<TableCore>();
+/**
+ * Every table this thread knows of, by identity (layout H_ID): those it has
+ * joined, and the default table even if it never touched it, so a thread
+ * that only imported latchkey still recovers the workers it starts.
+ */
+const watched = new Map<string, WatchedTable>();
 
 // Watch every worker this thread starts, from the moment latchkey is loaded,
 // whoever starts it. The 'exit' event fires after the worker, and every
@@ -64,7 +69,7 @@ const joined = new Set<TableCore>();
 process.on('worker', (worker: Worker) => {
   const mark = liveMark(worker.threadId);
   worker.once('exit', () => {
-    for (const core of joined) recoverThread(core, mark, true);
+    for (const table of watched.values()) recoverThread(table, mark, true);
   });
 });
 
@@ -74,21 +79,30 @@ process.on('worker', (worker: Worker) => {
 // it: an 'exit' listener that runs after this one could still take a lock.
 if (!isMainThread) {
   process.once('exit', () => {
-    for (const core of joined) recoverThread(core, liveMark(threadId), !parentWatches(core));
+    for (const table of watched.values()) {
+      if (ownsEntry(table)) recoverThread(table, liveMark(threadId), !parentWatches(table));
+    }
   });
 }
 
-function parentWatches(core: TableCore): boolean {
-  if (parentMark === 0) return false;
+function ownsEntry(core: WatchedTable): boolean {
+  return hasEntry(core, liveMark(threadId));
+}
+
+function parentWatches(core: WatchedTable): boolean {
+  return parentMark !== 0 && hasEntry(core, parentMark);
+}
+
+function hasEntry(core: WatchedTable, mark: number): boolean {
   for (let tid = 1; tid <= core.threads; tid++) {
-    if (Atomics.load(core.words, threadBase(tid) + T_LIVE) === parentMark) return true;
+    if (Atomics.load(core.words, threadBase(tid) + T_LIVE) === mark) return true;
   }
   return false;
 }
 
-/** Recover this thread's locks in `core` when it (or any worker it starts) dies. */
-export function watchThreads(core: TableCore): void {
-  joined.add(core);
+/** Recover dead threads' locks in `table` (identified by `id`) from now on. */
+export function watchTable(id: string, table: WatchedTable): void {
+  watched.set(id, table);
 }
 
 /**
@@ -97,7 +111,7 @@ export function watchThreads(core: TableCore): void {
  * (its Worker's 'exit' event), so its entry is freed and the workers it
  * started, which Node stopped with it, are recovered too.
  */
-export function recoverThread(core: TableCore, mark: number, stopped: boolean): number {
+export function recoverThread(core: WatchedTable, mark: number, stopped: boolean): number {
   const w = core.words;
   let released = 0;
   for (let tid = 1; tid <= core.threads; tid++) {
