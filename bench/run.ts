@@ -33,7 +33,7 @@ const u = await uncontended(quick ? 200 : 1000);
 figures.push(...u);
 figures.push(...v8Mutex(u[0]!.anchor));
 log('contended (2 and 4 workers) …');
-figures.push(...await contended(quick ? 150 : 500, quick ? 1 : 5));
+figures.push(...await contended(quick ? 150 : 250, quick ? 1 : 9));
 log('hand-off latency …');
 figures.push(...await handoff(quick ? 200 : 1000));
 

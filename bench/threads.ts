@@ -57,9 +57,9 @@ export async function contended(ms: number, trials: number): Promise<Figure[]> {
         latchkey: median(lk.map((r) => r.opsPerSec)) / 1e6, anchorName: 'futex reference', anchor: median(fx.map((r) => r.opsPerSec)) / 1e6,
       }));
       figures.push(figure({
-        figure: `${name}: wait p99`, unit: 'ms', better: 'lower', target: 'p99 ≤ 2 ms',
-        latchkey: median(lk.map((r) => r.p99Ms)), anchorName: 'futex reference', anchor: median(fx.map((r) => r.p99Ms)),
-        note: `p50 ${median(lk.map((r) => r.p50Ms)).toFixed(4)} ms vs ${median(fx.map((r) => r.p50Ms)).toFixed(4)} ms`,
+        figure: `${name}: wait p99`, unit: 'µs', better: 'lower', target: 'p99 ≤ 2 ms',
+        latchkey: median(lk.map((r) => r.p99Ms)) * 1000, anchorName: 'futex reference', anchor: median(fx.map((r) => r.p99Ms)) * 1000,
+        note: `p50 ${(median(lk.map((r) => r.p50Ms)) * 1000).toFixed(2)} µs vs ${(median(fx.map((r) => r.p50Ms)) * 1000).toFixed(2)} µs`,
       }));
     }
   }
