@@ -21,7 +21,6 @@ import { ERR_LOCK_NOT_LOCKED } from '../errors.js';
  * times a whole uncontended lock+unlock, so the others read no clock at all.
  */
 const HOLD_SAMPLE = 64;
-let sampleTick = 0;
 
 export class Mutex {
   // The fast paths read only these fields: no hop through the core.
@@ -32,6 +31,8 @@ export class Mutex {
   readonly #tid: number;
   readonly #core: TableCore;
   readonly #base: number;
+  /** Per handle, not per thread: a thread taking two locks in turn would sample only one of them. */
+  #sampleTick = 0;
   /** The slot this mutex lives in. */
   readonly slot: number;
   /** The name it was reached by, or its slot index. */
@@ -127,7 +128,7 @@ export class Mutex {
   #granted(abandoned: boolean): MutexGuard {
     // Under the lock: a plain float64 store is race-free.
     this.#f64[this.#acquired] += 1;
-    return new MutexGuard(this, abandoned, (++sampleTick & (HOLD_SAMPLE - 1)) === 0 ? performance.now() : 0);
+    return new MutexGuard(this, abandoned, (++this.#sampleTick & (HOLD_SAMPLE - 1)) === 0 ? performance.now() : 0);
   }
 
   /** @internal Called by MutexGuard.unlock(). */
