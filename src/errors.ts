@@ -48,6 +48,8 @@ export const ERR_LOCK_TABLE_INVALID = E<[reason: string]>(
   'ERR_LOCK_TABLE_INVALID', 'Cannot attach lock table: %s', TypeError);
 export const ERR_LOCK_SLOT_IN_USE = E<[what: string, as: string, reason: string]>(
   'ERR_LOCK_SLOT_IN_USE', 'Cannot use %s as %s: %s', Error);
+export const ERR_LOCK_BARRIER_BROKEN = E<[name: string, reason: string]>(
+  'ERR_LOCK_BARRIER_BROKEN', 'Cannot pass barrier %s: it is broken (%s)', Error);
 export const ERR_LOCK_NO_DEFAULT_TABLE = E<[]>(
   'ERR_LOCK_NO_DEFAULT_TABLE',
   'Cannot reach the default lock table: this worker started before latchkey was imported in the main thread',
@@ -57,6 +59,7 @@ export type ErrorCode =
   | 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE'
   | 'ERR_LOCK_TIMEOUT' | 'ERR_LOCK_NOT_OWNER' | 'ERR_LOCK_NOT_LOCKED' | 'ERR_LOCK_DEADLOCK'
   | 'ERR_LOCK_TABLE_FULL' | 'ERR_LOCK_TABLE_INVALID' | 'ERR_LOCK_SLOT_IN_USE' | 'ERR_LOCK_NO_DEFAULT_TABLE'
+  | 'ERR_LOCK_BARRIER_BROKEN'
   | 'ABORT_ERR';
 
 /**

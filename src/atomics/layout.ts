@@ -35,6 +35,11 @@
  *   T_PARENT       Node threadId + 1 of the thread that started this one (as
  *                  far as latchkey knows), so a parent's death recovers the
  *                  workers that died with it
+ *   T_HOLDS …      HOLDS_MAX pairs (slot + 1, count): what the thread holds
+ *                  that no state word can name, because many threads hold it
+ *                  at once (rwlock read shares, semaphore permits, barrier
+ *                  membership). Written only by the thread itself; read by
+ *                  recovery after its death and by deadlock detection.
  *
  * Slot words (64 bytes: one cache line, so two hot locks never share one):
  *   S_STATE        the primitive's state word; bits documented in its file
@@ -43,6 +48,8 @@
  *   S_USE          how the slot is reached and what lives in it (USE_* below)
  *   S_NAME_HASH    FNV-1a of the name's UTF-8 bytes, checked before the bytes
  *   S_NAME_LEN     byte length of the name
+ *   S_AUX          a primitive's fixed parameter (semaphore permits, barrier
+ *                  parties), written once when the slot takes its kind
  *   F_ACQUIRED …   float64 counters, at float64 index (slot word + n) / 2
  */
 
@@ -63,7 +70,9 @@ export const HEADER_WORDS = 16;
 export const T_LIVE = 0;
 export const T_WAIT_SLOT = 1;
 export const T_PARENT = 2;
-export const THREAD_WORDS = 4;
+export const T_HOLDS = 8;
+export const HOLDS_MAX = 16;
+export const THREAD_WORDS = T_HOLDS + HOLDS_MAX * 2;
 export const T_RECOVERING = -1;
 
 export const S_STATE = 0;
@@ -71,7 +80,7 @@ export const S_BELL = 1;
 export const S_USE = 2;
 export const S_NAME_HASH = 3;
 export const S_NAME_LEN = 4;
-// word 5 is free
+export const S_AUX = 5;
 export const F_ACQUIRED = 6;
 export const F_CONTENDED = 8;
 export const F_WAIT_TOTAL_NS = 10;
@@ -82,7 +91,8 @@ export const SLOT_BYTES = SLOT_WORDS * 4;
 
 /**
  * S_USE: bits 0–1 say how the slot is reached, bits 4–7 which primitive owns
- * its state word. A slot is claimed once (UNUSED → CLAIMING → NAMED, or
+ * its state word, bit 8 that the primitive is still writing S_AUX. A slot
+ * is claimed once (UNUSED → CLAIMING → NAMED, or
  * UNUSED → INDEXED) and never given back: a name keeps its slot for the
  * table's life, so a name resolved once can be cached by any thread forever.
  */
@@ -93,9 +103,17 @@ export const USE_INDEXED = 3;
 export const USE_REACH_MASK = 0b11;
 export const KIND_SHIFT = 4;
 export const KIND_MASK = 0xf << KIND_SHIFT;
+/** Set with the kind while its first user writes S_AUX; others wait for it to clear. */
+export const KIND_INITIALIZING = 1 << 8;
 export const KIND_NONE = 0;
 export const KIND_MUTEX = 1;
-export const KIND_NAMES = ['none', 'mutex'] as const;
+export const KIND_RWLOCK = 2;
+export const KIND_SEMAPHORE = 3;
+export const KIND_CONDITION = 4;
+export const KIND_BARRIER = 5;
+export const KIND_ONCE = 6;
+export const KIND_NAMES = ['none', 'mutex', 'rwlock', 'semaphore', 'condition', 'barrier', 'once'] as const;
+export type KindName = (typeof KIND_NAMES)[number];
 
 /** Thread ids are 12 bits in the mutex state word (mutex.ts). */
 export const MAX_THREADS = 0xfff;

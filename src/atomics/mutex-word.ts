@@ -47,7 +47,11 @@
  * parking_lot's eventual fairness (0.5 ms on average).
  */
 import type { TableCore } from './core.js';
-import { S_BELL, S_STATE, T_WAIT_SLOT, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, threadBase } from './layout.js';
+import { cycleThrough } from './deadlock.js';
+import { defineKind } from './kinds.js';
+import {
+  KIND_MUTEX, S_BELL, S_STATE, T_WAIT_SLOT, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, threadBase,
+} from './layout.js';
 import { SpinWait, relax, remaining, waitAsyncUntil } from './wait.js';
 import type { Wait } from './options.js';
 import {
@@ -68,6 +72,7 @@ const heirOf = (s: number) => (s & HEIR_MASK) >>> HEIR_SHIFT;
 const ACQUIRED = 0;
 const PARK = 1;
 const TIMED_OUT = 2;
+const DEADLOCK = 3;
 
 /**
  * One thread's attempt to take a contended mutex: the protocol, written once
@@ -84,20 +89,26 @@ class MutexWaiter {
   until = 0;
   /** The state word as last seen by step(). */
   observed = 0;
+  /** The cycle this wait would close, when step() says DEADLOCK. */
+  cycle: string | null = null;
   readonly start = performance.now();
   readonly #w: Int32Array;
   readonly #st: number;
   readonly #bell: number;
   readonly #tid: number;
+  readonly #core: TableCore;
+  readonly #slot: number;
 
-  constructor(core: TableCore, base: number, readonly deadline: number) {
+  constructor(core: TableCore, slot: number, base: number, readonly deadline: number) {
+    this.#core = core;
+    this.#slot = slot;
     this.#w = core.words;
     this.#st = base + S_STATE;
     this.#bell = base + S_BELL;
     this.#tid = core.tid;
   }
 
-  step(): typeof ACQUIRED | typeof PARK | typeof TIMED_OUT {
+  step(): typeof ACQUIRED | typeof PARK | typeof TIMED_OUT | typeof DEADLOCK {
     const w = this.#w, st = this.#st, tid = this.#tid;
     for (;;) {
       let s = Atomics.load(w, st);
@@ -124,6 +135,10 @@ class MutexWaiter {
         const next = s | (tid << HEIR_SHIFT) | (this.slept ? PARKED : 0);
         if (Atomics.compareExchange(w, st, s, next) === s) this.heir = true;
         continue;
+      }
+      // Before sleeping: would this wait close a cycle of waiting threads?
+      if ((this.cycle = cycleThrough(this.#core, this.#slot)) !== null) {
+        return this.heir && this.withdraw() ? ACQUIRED : DEADLOCK;
       }
       if (this.heir) {
         // Read the bell before re-reading the state: the unlocker changes the
@@ -239,7 +254,7 @@ export function lockSlowSync(core: TableCore, slot: number, base: number, wait: 
       if (!spin.spin()) break;
     }
   }
-  const waiter = new MutexWaiter(core, base, wait.deadline);
+  const waiter = new MutexWaiter(core, slot, base, wait.deadline);
   const waitSlot = threadBase(tid) + T_WAIT_SLOT;
   Atomics.store(w, waitSlot, slot + 1);
   try {
@@ -247,6 +262,7 @@ export function lockSlowSync(core: TableCore, slot: number, base: number, wait: 
       const step = waiter.step();
       if (step === ACQUIRED) break;
       if (step === TIMED_OUT) throw waiter.giveUp(new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout));
+      if (step === DEADLOCK) throw waiter.giveUp(new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!));
       // The heir spins before it sleeps: the hand-over usually comes within
       // one short critical section, and a sleeping heir would hold the lock
       // idle for a whole wake-up (~30-100 µs) after it is handed over.
@@ -267,13 +283,14 @@ export async function lockSlowAsync(core: TableCore, slot: number, base: number,
   // Everything up to the first await runs synchronously inside lock().
   checkNotMine(core, slot, base);
   const { signal } = wait;
-  const waiter = new MutexWaiter(core, base, wait.deadline);
+  const waiter = new MutexWaiter(core, slot, base, wait.deadline);
   core.acquiring[slot] = 1;
   try {
     for (;;) {
       const step = waiter.step();
       if (step === ACQUIRED) break;
       if (step === TIMED_OUT) throw waiter.giveUp(new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout));
+      if (step === DEADLOCK) throw waiter.giveUp(new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!));
       await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
       if (signal?.aborted) {
         // Handed over while the abort was on its way: give it back, and if it
@@ -364,3 +381,11 @@ export function recoverMutex(w: Int32Array, base: number, dead: number): boolean
   Atomics.notify(w, base + S_BELL);
   return released;
 }
+
+defineKind(KIND_MUTEX, {
+  recoverOwned: recoverMutex,
+  holders: (table, base) => {
+    const owner = Atomics.load(table.words, base + S_STATE) & OWNER_MASK;
+    return owner === 0 ? [] : [owner];
+  },
+});

@@ -9,13 +9,19 @@ import type { TableCore } from './core.js';
 import {
   F_ACQUIRED, F_CONTENDED, F_HOLD_MAX_NS, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS,
   H_BYTES, H_ID, H_ID2, H_MAGIC, H_NAMED, H_NAME_MAX, H_SLOTS, H_THREADS, H_VERSION,
-  KIND_MASK, KIND_MUTEX, KIND_NAMES, KIND_NONE, KIND_SHIFT, LAYOUT_VERSION, MAGIC, MAX_SLOTS, MAX_THREADS, NAME_MAX,
-  S_NAME_HASH, S_NAME_LEN, S_STATE, S_USE,
+  KIND_BARRIER, KIND_CONDITION, KIND_INITIALIZING, KIND_MASK, KIND_MUTEX, KIND_NAMES, KIND_NONE, KIND_ONCE,
+  KIND_RWLOCK, KIND_SEMAPHORE, KIND_SHIFT, LAYOUT_VERSION, MAGIC, MAX_SLOTS, MAX_THREADS, NAME_MAX,
+  S_AUX, S_NAME_HASH, S_NAME_LEN, S_USE, type KindName,
   USE_CLAIMING, USE_INDEXED, USE_NAMED, USE_REACH_MASK, USE_UNUSED,
   byteLengthOf, kDefaultSlots, kDefaultThreads, nameOffset, slotBase,
 } from './layout.js';
+import { Barrier } from './barrier.js';
+import { Condition } from './condition.js';
 import { Mutex } from './mutex.js';
-import { OWNER_MASK } from './mutex-word.js';
+import { Once } from './once.js';
+import { RWLock } from './rwlock.js';
+import { MAX_PERMITS, Semaphore } from './semaphore.js';
+import { kindOps } from './kinds.js';
 import { checkInteger } from './options.js';
 import { claimThread, watchTable } from './threads.js';
 import {
@@ -44,8 +50,10 @@ export interface LockStats {
   /** The slot's name, or null for a slot used by index. */
   name: string | null;
   slot: number;
-  kind: 'none' | 'mutex';
-  /** Registry id of the thread holding it now, 0 when free. */
+  kind: KindName;
+  /** Registry ids (`table.threadId` of each) of the threads holding it now: the writer or the readers, the permit holders, the once runner. */
+  holders: number[];
+  /** The one holder, when there is exactly one; else 0. */
   owner: number;
   acquisitions: number;
   /** Acquisitions that found the lock held (won by spinning or after parking). */
@@ -190,8 +198,42 @@ export class LockTable {
    */
   mutex(nameOrIndex: string | number): Mutex {
     const slot = this.#resolve(nameOrIndex, true);
-    this.#claimKind(slot, KIND_MUTEX, 'a mutex');
-    return new Mutex(this.#core, slot, slotBase(this.#core.threads, slot), nameOrIndex);
+    return new Mutex(this.#core, slot, this.#claimKind(slot, KIND_MUTEX, 'a mutex'), nameOrIndex);
+  }
+
+  /** The reader-writer lock named `name` (or in slot `index`). */
+  rwlock(nameOrIndex: string | number): RWLock {
+    const slot = this.#resolve(nameOrIndex, true);
+    return new RWLock(this.#core, slot, this.#claimKind(slot, KIND_RWLOCK, 'a rwlock'), nameOrIndex);
+  }
+
+  /**
+   * The counting semaphore named `name` with `permits` permits (1 to 2^30).
+   * Every thread must name the same count: the first fixes it.
+   */
+  semaphore(nameOrIndex: string | number, permits: number): Semaphore {
+    checkInteger(permits, 'permits', 1, MAX_PERMITS);
+    const slot = this.#resolve(nameOrIndex, true);
+    return new Semaphore(this.#core, slot, this.#claimKind(slot, KIND_SEMAPHORE, 'a semaphore', permits), nameOrIndex);
+  }
+
+  /** The condition variable named `name`, used with any Mutex of this table. */
+  condition(nameOrIndex: string | number): Condition {
+    const slot = this.#resolve(nameOrIndex, true);
+    return new Condition(this.#core, slot, this.#claimKind(slot, KIND_CONDITION, 'a condition'), nameOrIndex);
+  }
+
+  /** The reusable barrier named `name` for `parties` threads (1 to 4095). */
+  barrier(nameOrIndex: string | number, parties: number): Barrier {
+    checkInteger(parties, 'parties', 1, MAX_THREADS);
+    const slot = this.#resolve(nameOrIndex, true);
+    return new Barrier(this.#core, slot, this.#claimKind(slot, KIND_BARRIER, 'a barrier', parties), nameOrIndex);
+  }
+
+  /** The run-once cell named `name`: its initialiser runs once across all threads. */
+  once(nameOrIndex: string | number): Once {
+    const slot = this.#resolve(nameOrIndex, true);
+    return new Once(this.#core, slot, this.#claimKind(slot, KIND_ONCE, 'a once'), nameOrIndex);
   }
 
   /** Counters of one lock (undefined if that name was never used), or of every slot in use. */
@@ -296,15 +338,38 @@ export class LockTable {
     }
   }
 
-  #claimKind(slot: number, kind: number, as: string): void {
-    const words = this.#core.words, at = slotBase(this.#core.threads, slot) + S_USE;
+  /**
+   * Give the slot its primitive, once. `aux` (semaphore permits, barrier
+   * parties) is written by the first user while KIND_INITIALIZING is set;
+   * later users wait for it and must agree with it.
+   */
+  #claimKind(slot: number, kind: number, as: string, aux?: number): number {
+    const words = this.#core.words, base = slotBase(this.#core.threads, slot), at = base + S_USE;
     for (;;) {
       const use = Atomics.load(words, at), held = (use & KIND_MASK) >>> KIND_SHIFT;
-      if (held === kind) return;
+      if ((use & KIND_INITIALIZING) !== 0) {
+        Atomics.wait(words, at, use, 1); // a few stores long
+        continue;
+      }
+      if (held === kind) {
+        if (aux !== undefined && words[base + S_AUX] !== aux) {
+          throw new ERR_LOCK_SLOT_IN_USE(this.#label(slot), as, `it was created with ${words[base + S_AUX]}, not ${aux}`);
+        }
+        return base;
+      }
       if (held !== KIND_NONE) {
         throw new ERR_LOCK_SLOT_IN_USE(this.#label(slot), as, `it holds a ${KIND_NAMES[held] ?? 'primitive'}`);
       }
-      if (Atomics.compareExchange(words, at, use, use | (kind << KIND_SHIFT)) === use) return;
+      const claimed = use | (kind << KIND_SHIFT);
+      if (aux === undefined) {
+        if (Atomics.compareExchange(words, at, use, claimed) === use) return base;
+        continue;
+      }
+      if (Atomics.compareExchange(words, at, use, claimed | KIND_INITIALIZING) !== use) continue;
+      Atomics.store(words, base + S_AUX, aux);
+      Atomics.store(words, at, claimed); // publishes S_AUX
+      Atomics.notify(words, at);
+      return base;
     }
   }
 
@@ -326,11 +391,13 @@ export class LockTable {
     const base = slotBase(threads, slot);
     const kind = (Atomics.load(words, base + S_USE) & KIND_MASK) >>> KIND_SHIFT;
     const f = (word: number) => f64[(base + word) >> 1];
+    const holders = kindOps[kind]?.holders?.(this.#core, base, slot) ?? [];
     return {
       name: this.#nameOf(slot),
       slot,
       kind: KIND_NAMES[kind] ?? 'none',
-      owner: kind === KIND_MUTEX ? Atomics.load(words, base + S_STATE) & OWNER_MASK : 0,
+      holders,
+      owner: holders.length === 1 ? holders[0] : 0,
       acquisitions: f(F_ACQUIRED),
       contended: f(F_CONTENDED),
       waitNs: f(F_WAIT_TOTAL_NS),

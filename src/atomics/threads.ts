@@ -25,9 +25,10 @@ import { debuglog } from 'node:util';
 import { getEnvironmentData, isMainThread, setEnvironmentData, threadId, type Worker } from 'node:worker_threads';
 import type { WatchedTable } from './core.js';
 import {
-  KIND_MASK, KIND_MUTEX, KIND_SHIFT, S_USE, T_LIVE, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
+  KIND_MASK, KIND_SHIFT, S_USE, T_LIVE, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
 } from './layout.js';
-import { recoverMutex } from './mutex-word.js';
+import { takeHoldings } from './holdings.js';
+import { kindOps } from './kinds.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 
 const debug = debuglog('latchkey');
@@ -117,13 +118,19 @@ export function recoverThread(core: WatchedTable, mark: number, stopped: boolean
   for (let tid = 1; tid <= core.threads; tid++) {
     const entry = threadBase(tid);
     if (Atomics.compareExchange(w, entry + T_LIVE, mark, T_RECOVERING) !== mark) continue;
+    const kindOf = (base: number) => kindOps[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
     for (let slot = 0; slot < core.slots; slot++) {
       const base = slotBase(core.threads, slot);
-      const kind = (Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT;
-      if (kind === KIND_MUTEX && recoverMutex(w, base, tid)) {
+      if (kindOf(base)?.recoverOwned?.(w, base, tid)) {
         released++;
         debug('recovered %s from dead thread %d (tid %d): abandoned', core.label(slot), mark - 1, tid);
       }
+    }
+    for (const [slot, count] of takeHoldings(core, tid)) {
+      const base = slotBase(core.threads, slot);
+      kindOf(base)?.recoverHeld?.(w, base, tid, count);
+      released++;
+      debug('gave back %d of %s held by dead thread %d (tid %d)', count, core.label(slot), mark - 1, tid);
     }
     Atomics.store(w, entry + T_WAIT_SLOT, 0);
     if (!stopped) {
