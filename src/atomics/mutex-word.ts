@@ -99,7 +99,7 @@ class MutexWaiter {
   readonly #core: TableCore;
   readonly #slot: number;
 
-  constructor(core: TableCore, slot: number, base: number, readonly deadline: number) {
+  constructor(core: TableCore, slot: number, base: number, readonly deadline: number, readonly blocking: boolean) {
     this.#core = core;
     this.#slot = slot;
     this.#w = core.words;
@@ -136,8 +136,11 @@ class MutexWaiter {
         if (Atomics.compareExchange(w, st, s, next) === s) this.heir = true;
         continue;
       }
-      // Before sleeping: would this wait close a cycle of waiting threads?
-      if ((this.cycle = cycleThrough(this.#core, this.#slot)) !== null) {
+      // Before a blocking sleep: would it close a cycle of waiting threads?
+      // (Not for async waits: the thread keeps running, and another of its
+      // tasks may release what the thread holds, so a cycle through it is
+      // not proof of a deadlock.)
+      if (this.blocking && (this.cycle = cycleThrough(this.#core, this.#slot)) !== null) {
         return this.heir && this.withdraw() ? ACQUIRED : DEADLOCK;
       }
       if (this.heir) {
@@ -254,7 +257,7 @@ export function lockSlowSync(core: TableCore, slot: number, base: number, wait: 
       if (!spin.spin()) break;
     }
   }
-  const waiter = new MutexWaiter(core, slot, base, wait.deadline);
+  const waiter = new MutexWaiter(core, slot, base, wait.deadline, true);
   const waitSlot = threadBase(tid) + T_WAIT_SLOT;
   Atomics.store(w, waitSlot, slot + 1);
   try {
@@ -283,7 +286,7 @@ export async function lockSlowAsync(core: TableCore, slot: number, base: number,
   // Everything up to the first await runs synchronously inside lock().
   checkNotMine(core, slot, base);
   const { signal } = wait;
-  const waiter = new MutexWaiter(core, slot, base, wait.deadline);
+  const waiter = new MutexWaiter(core, slot, base, wait.deadline, false);
   core.acquiring[slot] = 1;
   try {
     for (;;) {
