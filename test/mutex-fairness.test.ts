@@ -41,9 +41,11 @@ test('Mutex.lockSync() serves a waiter within a bound while two others hammer th
   signalWord(ctl, 1);
   const counts = await Promise.all(hammers.map((h) => result<{ n: number }>(h)));
   expect(counts.every(({ n }) => n > 0)).toBe(true);
-  // 1 ms to become heir, plus a critical section and a wake-up. Three
-  // busy threads share 2 cores here, so the scheduler adds its time slices:
-  // the bounds leave room for that, not for starvation.
-  expect(waits.p99).toBeLessThan(10);
-  expect(waits.maxMs).toBeLessThan(200);
+  // 1 ms to become heir, plus a critical section and a wake-up. Three busy
+  // threads share 2 cores here, and other test files run beside this one,
+  // so the scheduler adds its time slices (p99 ~5 ms quiet, ~13 ms loaded):
+  // the bounds leave room for that, not for starvation, which runs to
+  // seconds. The test above proves the hand-over itself.
+  expect(waits.p99).toBeLessThan(50);
+  expect(waits.maxMs).toBeLessThan(1000);
 });

@@ -165,6 +165,11 @@ export class MutexGuard {
     return this.#mutex;
   }
 
+  /** False once this guard has released its hold. */
+  get held(): boolean {
+    return this.#held;
+  }
+
   /** Release the lock. A second unlock through the same guard throws ERR_LOCK_NOT_LOCKED. */
   unlock(): void {
     if (!this.#held) throw new ERR_LOCK_NOT_LOCKED(`${labelOf(this.#mutex)} (this guard already released it)`);
