@@ -1,18 +1,262 @@
-/** STUB: to be written (issue 3). Contract: see test/CONTRACT-issue3.md. */
+/**
+ * Semaphore: a counting semaphore in one slot of a LockTable, with a fixed
+ * number of permits (S_AUX) shared by every thread. This file holds the
+ * public class and the fast paths; the state words, the wait protocol, the
+ * fairness policy and recovery live in semaphore-word.ts.
+ *
+ * Permits are owned by the thread that took them, as a Mutex is: each
+ * thread's count is recorded in the table (holdings.ts), `release(n)` by a
+ * thread holding fewer than n throws ERR_LOCK_NOT_OWNER (so the count can
+ * never grow past `permits`), and the permits of a thread that dies are given
+ * back, the next acquisition being told (`guard.abandoned`). One thread may
+ * hold several permits, taken by one call or by several (its async tasks,
+ * say); any of them may give them back, in any split.
+ */
 import type { TableCore } from './core.js';
+import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_BELL, S_STATE, T_HOLDS, threadBase } from './layout.js';
+import { type LockOptions, type Wait, checkInteger, kNoWait, parseLockOptions } from './options.js';
+import {
+  ABANDONED, HEIR_MASK, PARKED, TAKEN, acquireSlowAsync, acquireSlowSync, findRecord, pairsOf, permitHolders, recordOf, tryAcquireSlow, wakeAfterRelease,
+} from './semaphore-word.js';
+import { ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER } from '../errors.js';
+
+/** The most permits a semaphore can have: the taken count is 31 bits of its state word, beside PARKED. */
+export const MAX_PERMITS = 2 ** 30;
+
+/** One acquisition in HOLD_SAMPLE is timed (F_HOLD_MAX_NS), as for Mutex: a clock read costs more than the acquire. */
+const HOLD_SAMPLE = 64;
 
 export class Semaphore {
+  // The fast paths read only these fields: no hop through the core.
+  readonly #words: Int32Array;
+  readonly #f64: Float64Array;
+  readonly #st: number;
+  readonly #bell: number;
+  readonly #acquired: number;
+  readonly #slot1: number;
+  readonly #permits: number;
   readonly #core: TableCore;
   readonly #base: number;
+  /** Count word of this thread's holding record, as last seen (0: none known). Checked before each use. */
+  #rec = 0;
+  /** This thread's first holdings word, and its pair cache for this table (semaphore-word.ts, pairsOf). */
+  readonly #holds: number;
+  readonly #pairs: Uint8Array;
+  #sampleTick = 0;
+  /** The slot this semaphore lives in. */
   readonly slot: number;
+  /** The name it was reached by, or its slot index. */
   readonly name: string | number;
 
-  /** @internal Use `table.semaphore(...)`. */
+  /** @internal Use `table.semaphore(name, permits)`. */
   constructor(core: TableCore, slot: number, base: number, name: string | number) {
     this.#core = core;
+    this.#words = core.words;
+    this.#f64 = core.f64;
     this.#base = base;
+    this.#st = base + S_STATE;
+    this.#bell = base + S_BELL;
+    this.#acquired = (base + F_ACQUIRED) >> 1;
+    this.#slot1 = slot + 1;
+    this.#permits = Atomics.load(core.words, base + S_AUX); // fixed when the slot took its kind
+    this.#holds = threadBase(core.tid) + T_HOLDS;
+    this.#pairs = pairsOf(core);
     this.slot = slot;
     this.name = name;
   }
+
+  /** The fixed number of permits, as the first `table.semaphore(name, permits)` set it. */
+  get permits(): number {
+    return this.#permits;
+  }
+
+  /** Permits nobody holds right now (a snapshot, for diagnostics: it may change before you read it). */
+  get available(): number {
+    return this.#permits - (Atomics.load(this.#words, this.#st) & TAKEN);
+  }
+
+  /**
+   * Take `n` permits (an integer from 1 to `permits`), blocking this thread
+   * (Atomics.wait) until they are free. Throws ERR_LOCK_TIMEOUT after
+   * `options.timeout` ms, an AbortError if `options.signal` is already
+   * aborted, and ERR_LOCK_DEADLOCK if this thread would wait forever (it holds
+   * so many that n more can never come, or the wait closes a cycle of
+   * blocked threads).
+   */
+  acquireSync(n = 1, options?: LockOptions): SemaphoreGuard {
+    if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
+    const wait = options === undefined ? kNoWait : parseLockOptions(options);
+    if (this.#take(n)) return this.#granted(n, false);
+    const taken = acquireSlowSync(this.#core, this.slot, this.#base, n, this.#permits, wait, this.#rec);
+    this.#rec = taken.rec;
+    return this.#granted(n, taken.abandoned);
+  }
+
+  /**
+   * Take `n` permits without blocking the event loop (Atomics.waitAsync).
+   * The thread stays alive while it waits. Rejects as acquireSync throws
+   * (but never for holding too many: another task of this thread may give
+   * them back), and with an AbortError (cause: the signal's reason) when
+   * `options.signal` aborts while it waits; an aborted waiter leaves nothing
+   * behind. Many tasks of one thread may wait at once.
+   */
+  acquire(n = 1, options?: LockOptions): Promise<SemaphoreGuard> {
+    let wait: Wait;
+    try {
+      if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
+      wait = options === undefined ? kNoWait : parseLockOptions(options);
+      if (this.#take(n)) return Promise.resolve(this.#granted(n, false));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return acquireSlowAsync(this.#core, this.slot, this.#base, n, this.#permits, wait, this.#rec).then((taken) => {
+      this.#rec = taken.rec;
+      return this.#granted(n, taken.abandoned);
+    });
+  }
+
+  /**
+   * Take `n` permits if they are free right now and no starving waiter has
+   * claimed the next ones: a guard, or null. Never waits.
+   */
+  tryAcquire(n = 1): SemaphoreGuard | null {
+    if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
+    if (this.#take(n)) return this.#granted(n, false);
+    const rec = tryAcquireSlow(this.#core, this.slot, this.#base, n, this.#permits, this.#rec);
+    if (rec === 0) return null;
+    this.#rec = Math.abs(rec);
+    return this.#granted(n, rec < 0);
+  }
+
+  /**
+   * Give back `n` permits this thread holds, without a guard. Throws
+   * ERR_LOCK_NOT_OWNER, changing nothing, when this thread holds fewer than
+   * n (permits taken by another thread are theirs to give back).
+   */
+  release(n = 1): void {
+    if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
+    Semaphore.#give(this, n);
+  }
+
+  /**
+   * The fast path: one CAS. False, having taken nothing, when a heir waits,
+   * news of a dead holder waits, too few permits are free, or the CAS lost a
+   * race (the slow path retries).
+   */
+  #take(n: number): boolean {
+    const w = this.#words, st = this.#st, slot1 = this.#slot1;
+    // A heir, or news of a dead holder: slow path. A plain read: a stale value
+    // only lets this one acquire past a heir that has just claimed (the
+    // bounded bypass of semaphore-word.ts), or sends it to the slow path.
+    if ((w[this.#bell] & (HEIR_MASK | ABANDONED)) !== 0) return false;
+    let rec = this.#rec;
+    // Our record (plain reads: only this thread writes it): live, or freed
+    // by our last release to 0 and still ours to take back (pairsOf).
+    const mark = rec === 0 ? -1 : w[rec - 1];
+    if (mark !== slot1 && (mark !== 0 || this.#pairs[this.slot] !== ((rec - this.#holds) >> 1) + 1)) {
+      rec = this.#rec = recordOf(this.#core, this.slot, 0); // makes a record counting 0; may call, so before the CAS
+    }
+    // A plain read too: the CAS checks it, and a stale value only fails it.
+    const s = w[st];
+    if ((s & TAKEN) > this.#permits - n || Atomics.compareExchange(w, st, s, s + n) !== s) return false;
+    // Straight after the CAS, with no call between: a terminate() cannot
+    // land between taking the permits and recording them (semaphore-word.ts).
+    if (w[rec - 1] === slot1) w[rec] += n;
+    else {
+      w[rec] = n;
+      w[rec - 1] = slot1; // after the count, as addHolding does
+    }
+    return true;
+  }
+
+  #granted(n: number, abandoned: boolean): SemaphoreGuard {
+    // Racy between holders (see recordWait in semaphore-word.ts): approximate.
+    this.#f64[this.#acquired] += 1;
+    return new SemaphoreGuard(this, n, abandoned, (++this.#sampleTick & (HOLD_SAMPLE - 1)) === 0 ? performance.now() : 0);
+  }
+
+  /** @internal Called by release() and SemaphoreGuard.release(). */
+  static give(sem: Semaphore, n: number, heldSince: number): void {
+    if (heldSince !== 0) {
+      const ns = (performance.now() - heldSince) * 1e6, i = (sem.#base + F_HOLD_MAX_NS) >> 1;
+      if (ns > sem.#f64[i]) sem.#f64[i] = ns;
+    }
+    Semaphore.#give(sem, n);
+  }
+
+  static #give(sem: Semaphore, n: number): void {
+    const w = sem.#words;
+    let rec = sem.#rec;
+    if (rec === 0 || w[rec - 1] !== sem.#slot1) rec = sem.#rec = findRecord(sem.#core, sem.slot);
+    const held = rec === 0 ? 0 : w[rec];
+    if (held < n) Semaphore.#notOwner(sem, n, held);
+    // Off the record first, then back to the word, with no call between.
+    // At 0 the pair is freed (its stale count is never read: addHolding
+    // and the fast path write the count before the slot).
+    if (held === n) w[rec - 1] = 0;
+    else w[rec] = held - n;
+    const old = Atomics.sub(w, sem.#st, n);
+    if ((old & PARKED) !== 0) wakeAfterRelease(w, sem.#base, old, n);
+  }
+
+  static #notOwner(sem: Semaphore, n: number, held: number): never {
+    const core = sem.#core;
+    const holders = permitHolders(core, sem.#base, sem.slot).filter((t) => t !== core.tid);
+    throw new ERR_LOCK_NOT_OWNER(`${core.label(sem.slot)} (release(${n}) by a thread holding ${held} of its permits)`,
+      holders[0] ?? 0, core.tid);
+  }
 }
-export const MAX_PERMITS = 2 ** 30;
+
+/**
+ * Proof of holding `permits` permits of a Semaphore, in this thread.
+ * `using guard = s.acquireSync(2)` gives them back at scope end.
+ */
+export class SemaphoreGuard {
+  readonly #sem: Semaphore;
+  readonly #heldSince: number;
+  #held = true;
+  /** How many permits this guard holds. */
+  readonly permits: number;
+  /**
+   * True when a thread died holding permits of this semaphore and this is
+   * the first acquisition since they were given back: whatever the dead
+   * thread was doing with them may be half-done.
+   */
+  readonly abandoned: boolean;
+
+  /** @internal */
+  constructor(sem: Semaphore, permits: number, abandoned: boolean, heldSince: number) {
+    this.#sem = sem;
+    this.permits = permits;
+    this.abandoned = abandoned;
+    this.#heldSince = heldSince;
+  }
+
+  /** False once this guard has given its permits back. */
+  get held(): boolean {
+    return this.#held;
+  }
+
+  /** The semaphore this guard holds permits of. */
+  get semaphore(): Semaphore {
+    return this.#sem;
+  }
+
+  /**
+   * Give the permits back. A second release through the same guard throws
+   * ERR_LOCK_NOT_LOCKED; ERR_LOCK_NOT_OWNER if this thread has already
+   * given them back by `semaphore.release(n)`.
+   */
+  release(): void {
+    if (!this.#held) {
+      const s = this.#sem;
+      throw new ERR_LOCK_NOT_LOCKED(`${typeof s.name === 'string' ? JSON.stringify(s.name) : `#${s.name}`} (this guard already released its permits)`);
+    }
+    this.#held = false;
+    Semaphore.give(this.#sem, this.permits, this.#heldSince);
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#held) this.release();
+  }
+}

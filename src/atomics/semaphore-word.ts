@@ -1,0 +1,456 @@
+/**
+ * The semaphore's two words and everything that is not a fast path: the
+ * holding records, the wait protocol shared by the blocking and async
+ * acquire, and the recovery of a dead holder or heir.
+ *
+ * ```
+ * S_STATE (the count word; the only address anybody sleeps on)
+ *  bit  31       30                                 0
+ *     [ PARKED | permits taken, 0 .. S_AUX (≤ 2^30)     ]
+ *
+ * S_BELL (the heir word; nobody sleeps on it)
+ *  bit  31                  13   12          11        0
+ *     [ WIDE: waiters for n > 1 | ABANDONED | heir tid  ]
+ * ```
+ *
+ * taken      permits held by some thread; S_AUX − taken are free. 0 when the
+ *            slot is new, so the table needs no per-kind initial state. A
+ *            thread takes n by one CAS taken → taken + n (if that is at most
+ *            S_AUX) and gives them back with one Atomics.sub.
+ * PARKED     a thread may be asleep on S_STATE: whoever frees permits wakes.
+ * heir       tid of a waiter that has waited FAIR_MS or more; while it is
+ *            set, nobody else takes permits (see Fairness).
+ * ABANDONED  permits of a dead holder were given back; the next acquisition
+ *            clears the bit and is told (`guard.abandoned`).
+ * WIDE       how many waiters want more than one permit (added once by each
+ *            before it first sleeps, taken off when it leaves).
+ *
+ * | S_STATE        | S_BELL         | meaning                           | release(n) does                   |
+ * |----------------|----------------|-----------------------------------|-----------------------------------|
+ * | taken          | …              | nobody sleeps                     | Atomics.sub(n): the fast path     |
+ * | taken │ PARKED | 0 or ABANDONED | sleepers, each wants 1 permit     | sub, clear PARKED, wake n of them |
+ * | taken │ PARKED | WIDE or heir   | sleepers want different n, or     | sub, clear PARKED, wake them all: |
+ * |                |                | only the heir may take            | only they can tell who fits       |
+ * | …              | ABANDONED      | a dead holder's permits came back | (acquire: slow path, reports it)  |
+ *
+ * Who holds what is not in these words: 2^30 permits and 4095 threads do not
+ * fit. Each thread records its own count in its holdings (holdings.ts), so
+ * that `release` can refuse permits the thread does not hold
+ * (ERR_LOCK_NOT_OWNER) and recovery can give back a dead thread's permits.
+ * Only the thread itself writes its records, so it reads them with plain
+ * loads, and its fast paths write them with plain stores: aligned Int32
+ * accesses never tear (ECMAScript memory model), recovery reads them after
+ * the thread has stopped, deadlock walks read them racily anyway, and an
+ * Atomics.store costs ~10 ns here, a third of the whole uncontended acquire.
+ *
+ * Invariants:
+ * - taken = Σ holdings (of live threads, and of dead ones until their
+ *   recovery gives them back), outside the two statements that move
+ *   permits between the word and a record: the CAS and the store into the
+ *   thread's record follow each other with no call and no loop between.
+ *   worker.terminate() lands only where V8 checks for interrupts (function
+ *   entries, loop back-edges), so a killed thread has done both or neither.
+ *   The record (count 0) is made *before* the CAS, since making it may call.
+ * - No lost wake-ups. A waiter publishes PARKED with a CAS and sleeps on
+ *   exactly the value it wrote; a wide waiter counts itself in WIDE first.
+ *   Whoever frees permits clears PARKED *before* it reads S_BELL, then wakes
+ *   n sleepers (or all, if WIDE or a heir is set): a waiter that published
+ *   PARKED before that clear is counted in the S_BELL it reads, and one that
+ *   publishes it after sees the freed permits (its CAS would fail otherwise).
+ * - A woken waiter that slept sets PARKED again when it takes permits or
+ *   parks again: a wake of n may have left others asleep. A waiter that
+ *   slept and then gives up (timeout, abort) passes one wake-up on; a
+ *   thread that dies is followed by a wake of everyone (recoverHeir).
+ * - The heir leaving (served, gave up, died) writes only S_BELL, then wakes
+ *   every sleeper: a waiter re-reads the heir bits *after* publishing
+ *   PARKED and before it sleeps, so that wake cannot come too early.
+ *
+ * # Fairness
+ * Barging by default: permits go to whoever asks while they last, which
+ * keeps the uncontended path one CAS. A waiter that has waited FAIR_MS (1 ms)
+ * claims the heir bits; from then on no other acquire (fast paths and
+ * tryAcquire included) takes permits, so released permits pile up until the
+ * heir's n fit, and the heir takes them on the wake-up of the release that
+ * completed them. One heir at a time; the next starving waiter claims the
+ * bits once the first is served. So acquire(n) for a large n among a stream
+ * of acquire(1) waits about 1 ms plus the time the current holders take to
+ * give back n permits, however busy the stream. A fast path that read S_BELL
+ * just before the heir claimed it can still take permits once: bypass is
+ * bounded by the number of threads.
+ */
+import type { TableCore, WatchedTable } from './core.js';
+import { cycleThrough } from './deadlock.js';
+import { addHolding, holdingOf, removeHolding } from './holdings.js';
+import { defineKind } from './kinds.js';
+import {
+  F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, HOLDS_MAX, KIND_SEMAPHORE, S_BELL, S_STATE, T_HOLDS, T_LIVE,
+  T_WAIT_SLOT, threadBase,
+} from './layout.js';
+import type { Wait } from './options.js';
+import { SpinWait, remaining, waitAsyncUntil } from './wait.js';
+import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+
+export const TAKEN = 0x7fffffff;
+export const PARKED = 1 << 31;
+export const HEIR_MASK = 0xfff;
+export const ABANDONED = 1 << 12;
+export const WIDE_ONE = 1 << 13;
+export const WIDE_MASK = -WIDE_ONE; // bits 13-31
+export const FAIR_MS = 1;
+
+const ACQUIRED = 0;
+const PARK = 1;
+const TIMED_OUT = 2;
+const DEADLOCK = 3;
+
+/**
+ * After `n` permits were given back to a word that read `old` before: wake
+ * whoever may now go on. Called even when another release has just cleared
+ * PARKED: its wake-up was for its own permits.
+ */
+export function wakeAfterRelease(w: Int32Array, base: number, old: number, n: number): void {
+  if ((old & PARKED) === 0) return;
+  Atomics.and(w, base + S_STATE, ~PARKED); // *before* reading S_BELL (invariants)
+  const wide = (Atomics.load(w, base + S_BELL) & (WIDE_MASK | HEIR_MASK)) !== 0;
+  Atomics.notify(w, base + S_STATE, wide ? Infinity : n);
+}
+
+/** Wake every sleeper if any may sleep; each re-checks, and those that still cannot go on set PARKED again. */
+export function wakeAll(w: Int32Array, st: number): void {
+  if ((Atomics.and(w, st, ~PARKED) & PARKED) !== 0) Atomics.notify(w, st);
+}
+
+/** The count word of this thread's record for `slot`, or 0 when it has none. */
+export function findRecord(core: TableCore, slot: number): number {
+  const w = core.words, at = threadBase(core.tid) + T_HOLDS;
+  for (let i = 0; i < HOLDS_MAX; i++) if (Atomics.load(w, at + 2 * i) === slot + 1) return at + 2 * i + 1;
+  return 0;
+}
+
+const pairCache = new WeakMap<TableCore, Uint8Array>();
+
+/**
+ * Per (thread, table), one byte per slot: index + 1 of the holdings pair
+ * that last recorded this thread's permits of the slot. Every record of a
+ * semaphore slot is made through recordOf (or reused in the fast path), so
+ * a live record of the slot is always at this pair: when the pair is free,
+ * the slot has no record and the pair can be taken back without a scan.
+ * A release that brings the count to 0 frees the pair (as removeHolding
+ * does), and the next acquire takes it back at the cost of one store.
+ */
+export function pairsOf(core: TableCore): Uint8Array {
+  let pairs = pairCache.get(core);
+  if (pairs === undefined) pairCache.set(core, (pairs = new Uint8Array(core.slots)));
+  return pairs;
+}
+
+/**
+ * The count word of this thread's holding record for `slot`, made with
+ * count 0 if there is none. `hint` is the word this returned last time.
+ * Only this thread writes its records, so it reads them with plain loads.
+ */
+export function recordOf(core: TableCore, slot: number, hint: number): number {
+  const w = core.words, at = threadBase(core.tid) + T_HOLDS, pairs = pairsOf(core);
+  if (hint !== 0 && w[hint - 1] === slot + 1) return hint;
+  const last = pairs[slot];
+  if (last !== 0) {
+    const rec = at + 2 * last - 1;
+    if (w[rec - 1] === slot + 1) return rec;
+    if (w[rec - 1] === 0) {
+      Atomics.store(w, rec, 0);
+      Atomics.store(w, rec - 1, slot + 1); // after the count, as addHolding does
+      return rec;
+    }
+  }
+  let rec = findRecord(core, slot);
+  if (rec === 0) {
+    addHolding(core, slot, 0);
+    rec = findRecord(core, slot);
+  }
+  pairs[slot] = ((rec - at) >> 1) + 1;
+  return rec;
+}
+
+/**
+ * One thread's attempt to take n permits after the fast path failed: the
+ * protocol, written once for both drivers. `step()` either takes them or
+ * says where to sleep (`index`), on which value (`value`), until when.
+ */
+class SemaphoreWaiter {
+  heir = false;
+  slept = false;
+  /** Counted in WIDE (n > 1 and has decided to sleep). */
+  wide = false;
+  abandoned = false;
+  index = 0;
+  value = 0;
+  until = 0;
+  cycle: string | null = null;
+  readonly start = performance.now();
+  readonly #core: TableCore;
+  readonly #w: Int32Array;
+  readonly #st: number;
+  readonly #bell: number;
+  readonly #slot: number;
+
+  constructor(core: TableCore, slot: number, base: number, readonly n: number, readonly permits: number, readonly deadline: number,
+    /** Blocking waits: this thread's T_WAIT_SLOT word, and its own permits of the slot. Async: -1. */
+    readonly waitSlot: number, readonly own: number, public rec: number) {
+    this.#core = core;
+    this.#w = core.words;
+    this.#st = base + S_STATE;
+    this.#bell = base + S_BELL;
+    this.#slot = slot;
+  }
+
+  step(): typeof ACQUIRED | typeof PARK | typeof TIMED_OUT | typeof DEADLOCK {
+    const w = this.#w, st = this.#st, bell = this.#bell, n = this.n, most = this.permits - n;
+    for (;;) {
+      const b = Atomics.load(w, bell);
+      let s = Atomics.load(w, st);
+      const heir = b & HEIR_MASK;
+      if ((heir === 0 || this.heir) && (s & TAKEN) <= most) {
+        const rec = (this.rec = recordOf(this.#core, this.#slot, this.rec)); // may call: before the CAS
+        // Having slept, set PARKED again: a wake of n may have left others asleep.
+        if (Atomics.compareExchange(w, st, s, (s + n) | (this.slept ? PARKED : 0)) !== s) continue;
+        Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
+        this.abandoned = (b & ABANDONED) !== 0 && claimAbandoned(w, bell);
+        this.#leave();
+        return ACQUIRED;
+      }
+      const now = performance.now();
+      if (now >= this.deadline) return TIMED_OUT;
+      if (!this.heir && heir === 0 && now - this.start >= FAIR_MS) {
+        if (Atomics.compareExchange(w, bell, b, b | this.#core.tid) === b) this.heir = true;
+        continue;
+      }
+      if (this.waitSlot >= 0 && this.#blocked()) return DEADLOCK;
+      if (n > 1 && !this.wide) {
+        // Count ourselves in WIDE *before* publishing PARKED: a release that
+        // sees our PARKED then sees WIDE too, and wakes everyone, us included.
+        Atomics.add(w, bell, WIDE_ONE);
+        this.wide = true;
+        continue;
+      }
+      if ((s & PARKED) === 0) {
+        // Publish PARKED *before* sleeping, else a release may skip the wake-up.
+        if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) continue;
+        s |= PARKED;
+      }
+      // A heir leaving writes only S_BELL, then wakes PARKED sleepers: read
+      // it *after* publishing PARKED, or its wake-up may come too early.
+      if ((Atomics.load(w, bell) & HEIR_MASK) !== heir) continue;
+      this.index = st;
+      this.value = s;
+      this.slept = true;
+      // Wake at FAIR_MS, still waiting, to claim the heir bits.
+      this.until = !this.heir && heir === 0 && now - this.start < FAIR_MS
+        ? Math.min(this.deadline, this.start + FAIR_MS) : this.deadline;
+      return PARK;
+    }
+  }
+
+  /**
+   * Leave without permits: give up the heir bits, WIDE and an unused
+   * record, and pass on a wake-up this waiter may have taken and not used.
+   */
+  giveUp<E>(error: E): E {
+    this.#leave();
+    removeHolding(this.#core, this.#slot, 0); // frees the record only if it counts 0
+    if (this.slept) Atomics.notify(this.#w, this.#st, 1);
+    return error;
+  }
+
+  /**
+   * Deadlock detection for a blocking wait, before each park. The table's
+   * walk (deadlock.ts) treats a wait as waiting for *every* holder, which is
+   * exact for one holder; with several, any one of them may give back
+   * enough, and a cycle through one of them is no proof. So the wait is
+   * recorded (T_WAIT_SLOT) and walked only while exactly one other thread
+   * holds permits; and not walked from here if this thread holds some (the
+   * walk would find this thread among the holders at once), only recorded
+   * for the others' walks. Holders can change while it sleeps: advisory.
+   */
+  #blocked(): boolean {
+    const core = this.#core, exact = soleOtherHolder(core, this.#slot, this.#st, this.own) !== 0;
+    Atomics.store(core.words, this.waitSlot, exact ? this.#slot + 1 : 0); // before the walk (deadlock.ts)
+    return exact && this.own === 0 && (this.cycle = cycleThrough(core, this.#slot)) !== null;
+  }
+
+  /** Stop counting in WIDE; give up the heir bits (ours: nobody else writes them while they name us) and let the others in. */
+  #leave(): void {
+    if (this.wide) Atomics.sub(this.#w, this.#bell, WIDE_ONE);
+    this.wide = false;
+    if (!this.heir) return;
+    this.heir = false;
+    Atomics.and(this.#w, this.#bell, ~HEIR_MASK);
+    wakeAll(this.#w, this.#st);
+  }
+}
+
+/** Clear ABANDONED; true for the one thread that cleared it. */
+export function claimAbandoned(w: Int32Array, bell: number): boolean {
+  return (Atomics.and(w, bell, ~ABANDONED) & ABANDONED) !== 0;
+}
+
+/**
+ * Counters of an acquire that parked. Permits are held by many threads at
+ * once, so these plain float64 updates race with each other: two waiters
+ * served by one release can lose one's update. stats() is approximate for a
+ * semaphore, by that much; making them exact would cost an atomic on every path.
+ */
+function recordWait(core: TableCore, base: number, start: number): void {
+  const f = core.f64, ns = (performance.now() - start) * 1e6;
+  f[(base + F_CONTENDED) >> 1] += 1;
+  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
+  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
+}
+
+/** What a slow acquire hands back to the Semaphore: the record it used, and `abandoned`. */
+export interface Taken { rec: number; abandoned: boolean }
+
+/**
+ * A blocking wait would never end: this thread holds `own` permits and asks
+ * for n more than the others could ever give back. Checked before parking;
+ * an async acquire is not refused, since another task of its thread may
+ * release.
+ */
+function selfDeadlock(core: TableCore, slot: number, n: number, permits: number, hint: number): number {
+  const own = hint !== 0 && core.words[hint - 1] === slot + 1 ? core.words[hint] : holdingOf(core, core.tid, slot);
+  if (own + n > permits) {
+    throw new ERR_LOCK_DEADLOCK(core.label(slot), `this thread holds ${own} of its ${permits} permits and waits for ${n} more`);
+  }
+  return own;
+}
+
+/** Blocking acquire after the fast path failed. */
+export function acquireSlowSync(core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: number): Taken {
+  const w = core.words, st = base + S_STATE, bell = base + S_BELL;
+  const own = selfDeadlock(core, slot, n, permits, hint), most = permits - n;
+  if (wait.timeout > 0) {
+    // Spin briefly, backing off: a short hold on the other core ends sooner
+    // than a park/unpark round trip. Never past sleepers or a heir: they are ahead.
+    const spin = new SpinWait();
+    while (spin.spin()) {
+      const b = Atomics.load(w, bell), s = Atomics.load(w, st);
+      if ((b & (HEIR_MASK | ABANDONED)) !== 0 || (s & PARKED) !== 0) break;
+      if ((s & TAKEN) > most) continue;
+      const rec = (hint = recordOf(core, slot, hint));
+      if (Atomics.compareExchange(w, st, s, s + n) !== s) continue;
+      Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
+      core.f64[(base + F_CONTENDED) >> 1] += 1; // contended, not timed: a clock read costs ~100 ns
+      return { rec, abandoned: false };
+    }
+  }
+  const waitSlot = threadBase(core.tid) + T_WAIT_SLOT;
+  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait.deadline, waitSlot, own, hint);
+  try {
+    for (;;) {
+      const step = waiter.step();
+      if (step === ACQUIRED) break;
+      if (step === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout);
+      if (step === DEADLOCK) throw new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!);
+      switch (Atomics.wait(w, waiter.index, waiter.value, remaining(waiter.until))) {
+        case 'ok': case 'not-equal': case 'timed-out': continue; // step() re-reads both words in every case
+      }
+    }
+  } catch (err) {
+    throw waiter.giveUp(err); // also ERR_LOCK_TABLE_FULL from making the record: never leave the heir bits behind
+  } finally {
+    Atomics.store(w, waitSlot, 0);
+  }
+  recordWait(core, base, waiter.start);
+  return { rec: waiter.rec, abandoned: waiter.abandoned };
+}
+
+/** Async acquire after the fast path failed. Not recorded for deadlock detection (see deadlock.ts). */
+export async function acquireSlowAsync(
+  core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: number,
+): Promise<Taken> {
+  const { signal } = wait;
+  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait.deadline, -1, 0, hint);
+  try {
+    for (;;) {
+      const step = waiter.step();
+      if (step === ACQUIRED) break;
+      if (step === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout);
+      await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
+      if (signal?.aborted) throw abortErrorFor(signal);
+    }
+  } catch (err) {
+    throw waiter.giveUp(err);
+  }
+  recordWait(core, base, waiter.start);
+  return { rec: waiter.rec, abandoned: waiter.abandoned };
+}
+
+/**
+ * One attempt after the fast path's checks failed: ABANDONED set, sleepers
+ * present, or too few permits. Never past a heir. Returns the record used,
+ * negated when the permits came from a dead holder, or 0 when there are too few.
+ */
+export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: number, permits: number, hint: number): number {
+  const w = core.words, st = base + S_STATE, bell = base + S_BELL, most = permits - n;
+  for (;;) {
+    const b = Atomics.load(w, bell), s = Atomics.load(w, st);
+    if ((b & HEIR_MASK) !== 0 || (s & TAKEN) > most) {
+      removeHolding(core, slot, 0); // frees a record made for nothing (only if it counts 0)
+      return 0;
+    }
+    const rec = (hint = recordOf(core, slot, hint));
+    if (Atomics.compareExchange(w, st, s, s + n) !== s) continue;
+    Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
+    return (b & ABANDONED) !== 0 && claimAbandoned(w, bell) ? -rec : rec;
+  }
+}
+
+/**
+ * Any thread died: if it was the heir, clear the bits so the next starving
+ * waiter can claim them. Either way wake every sleeper once: the dead
+ * thread may have been woken by a release's wake of n and taken that
+ * wake-up with it. (If it was counted in WIDE, it stays counted: releases
+ * then wake everyone, which costs time, never a wake-up.)
+ */
+function recoverHeir(w: Int32Array, base: number, dead: number): boolean {
+  // Nobody else writes the heir bits while they name `dead`, and `dead` has stopped.
+  if ((Atomics.load(w, base + S_BELL) & HEIR_MASK) === dead) Atomics.and(w, base + S_BELL, ~HEIR_MASK);
+  Atomics.notify(w, base + S_STATE);
+  return false; // a heir holds no permits: nothing was released
+}
+
+/** Give back the `count` permits the dead thread held, marked abandoned for the next acquirer. */
+function recoverPermits(w: Int32Array, base: number, _dead: number, count: number): void {
+  if (count === 0) return; // a record made for an acquire that never took anything
+  Atomics.or(w, base + S_BELL, ABANDONED); // before the permits, so whoever takes them is told
+  wakeAfterRelease(w, base, Atomics.sub(w, base + S_STATE, count), count);
+}
+
+/**
+ * The one thread other than this one that holds permits of `slot`, or 0 if
+ * none, several, or some permits are on their way to a record. Stops as
+ * soon as the holders it found account for every permit taken.
+ */
+function soleOtherHolder(core: TableCore, slot: number, st: number, own: number): number {
+  const w = core.words;
+  let left = (Atomics.load(w, st) & TAKEN) - own, found = 0;
+  for (let tid = 1; tid <= core.threads && left > 0; tid++) {
+    if (tid === core.tid || Atomics.load(w, threadBase(tid) + T_LIVE) <= 0) continue;
+    const held = holdingOf(core, tid, slot);
+    if (held === 0) continue;
+    if (found !== 0) return 0;
+    found = tid;
+    left -= held;
+  }
+  return left === 0 ? found : 0;
+}
+
+/** Live threads that hold permits of `slot` (stats, deadlock walk). */
+export function permitHolders(table: WatchedTable, _base: number, slot: number): number[] {
+  const out: number[] = [];
+  for (let tid = 1; tid <= table.threads; tid++) {
+    if (Atomics.load(table.words, threadBase(tid) + T_LIVE) > 0 && holdingOf(table, tid, slot) > 0) out.push(tid);
+  }
+  return out;
+}
+
+defineKind(KIND_SEMAPHORE, { recoverOwned: recoverHeir, recoverHeld: recoverPermits, holders: permitHolders });
