@@ -10,6 +10,9 @@ import { cpus } from 'node:os';
 import { type Figure, figure, markdown } from './report.js';
 import { uncontended } from './uncontended.js';
 import { contended, handoff } from './threads.js';
+import { rwlockBench } from './rwlock.js';
+import { semaphoreBench } from './semaphore.js';
+import { conditionBench } from './condition.js';
 
 const quick = process.argv.includes('--quick');
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -36,6 +39,12 @@ log('contended (2 and 4 workers) …');
 figures.push(...await contended(quick ? 150 : 250, quick ? 1 : 9));
 log('hand-off latency …');
 figures.push(...await handoff(quick ? 200 : 1000));
+log('rwlock …');
+figures.push(...await rwlockBench(quick));
+log('semaphore …');
+figures.push(...await semaphoreBench(quick));
+log('condition …');
+figures.push(...await conditionBench(quick));
 
 const table = markdown(figures);
 const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;

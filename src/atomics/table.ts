@@ -45,7 +45,15 @@ export interface LockTableOptions {
   threads?: number;
 }
 
-/** Counters of one slot, as `table.stats()` reports them. */
+/**
+ * Counters of one slot, as `table.stats()` reports them. Exact for mutexes,
+ * rwlock writers and once runs (written by the one holder); approximate for
+ * shared holds (rwlock reads, semaphore permits, barrier arrivals, condition
+ * wake-ups), which several threads update at once with plain stores: an
+ * atomic float64 would cost the read fast path more than the count is worth.
+ * For a once, `acquisitions` counts initialiser runs and `contended` calls
+ * that waited; for a barrier, `holders` are the members not yet arrived.
+ */
 export interface LockStats {
   /** The slot's name, or null for a slot used by index. */
   name: string | null;
