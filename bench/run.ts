@@ -48,7 +48,9 @@ figures.push(...await conditionBench(quick));
 
 const table = markdown(figures);
 const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
-mkdirSync(here('./results/'), { recursive: true });
-writeFileSync(here('./results/latest.json'), JSON.stringify({ header, node: process.version, figures }, null, 2));
-writeFileSync(here('./results/latest.md'), `${header}\n\n${table}\n`);
+// This file runs from dist/bench/: the results go to the source tree's bench/results/.
+const results = here('../../bench/results/');
+mkdirSync(results, { recursive: true });
+writeFileSync(`${results}latest.json`, JSON.stringify({ header, node: process.version, figures }, null, 2));
+writeFileSync(`${results}latest.md`, `${header}\n\n${table}\n`);
 console.log(`${header}\n\n${table}`);
