@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 
@@ -44,4 +45,17 @@ export function control(words = 8): Int32Array {
 export function signalWord(words: Int32Array, index: number, value = 1): void {
   Atomics.store(words, index, value);
   Atomics.notify(words, index);
+}
+
+/** Run `fn` and check it changed no byte of the table's buffer; returns what it threw. */
+export function untouched(table: { buffer: SharedArrayBuffer }, fn: () => unknown): unknown {
+  const before = new Uint8Array(table.buffer).slice();
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (err) {
+    thrown = err;
+  }
+  expect(Buffer.compare(Buffer.from(before), Buffer.from(new Uint8Array(table.buffer).slice()))).toBe(0);
+  return thrown;
 }

@@ -1,20 +1,9 @@
 import { describe, expect, test } from 'vitest';
 import { LockTable } from '../src/index.js';
+import { untouched } from './helpers.js';
 
 const code = (c: string) => expect.objectContaining({ code: c });
 
-/** Run `fn` and check it changed no byte of the table. */
-function untouched(table: LockTable, fn: () => unknown): unknown {
-  const before = new Uint8Array(table.buffer).slice();
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(Buffer.compare(Buffer.from(before), Buffer.from(new Uint8Array(table.buffer).slice()))).toBe(0);
-  return thrown;
-}
 
 describe('RWLock: bad input is refused with a stable code before the table is touched', () => {
   const table = LockTable.create({ slots: 16 });
