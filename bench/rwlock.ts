@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { LockTable } from '../src/index.js';
 import { type Figure, figure, median } from './report.js';
+import { gatedRun } from './gate.js';
 
 const script = fileURLToPath(new URL('./workers/rwlock-mix.js', import.meta.url));
 const BATCH = 1000;
@@ -23,25 +24,11 @@ interface MixRun { opsPerSec: number; reads: number; ops: number }
 
 async function mixRun(kind: 'rwlock' | 'mutex', threads: number, ms: number, readPct: number, inside: number): Promise<MixRun> {
   const table = LockTable.create({ slots: 16 });
-  const shared = new SharedArrayBuffer(128);
-  const ctl = new Int32Array(shared);
-  const workers = Array.from({ length: threads }, (_, i) =>
-    new Worker(script, { workerData: { kind, table: table.buffer, shared, readPct, inside, seed: 0x9e3779b9 * (i + 1) } }));
-  const results = workers.map((w) => new Promise<{ ops: number; reads: number; torn: number }>((resolve, reject) => {
-    w.once('message', resolve);
-    w.once('error', reject);
-  }));
-  while (Atomics.load(ctl, 0) < threads) await new Promise((r) => setTimeout(r, 1));
-  const t0 = performance.now();
-  Atomics.store(ctl, 1, 1);
-  Atomics.notify(ctl, 1);
-  await new Promise((r) => setTimeout(r, ms));
-  Atomics.store(ctl, 2, 1);
-  const done = await Promise.all(results);
-  const elapsed = performance.now() - t0;
-  const ops = done.reduce((n, r) => n + r.ops, 0), reads = done.reduce((n, r) => n + r.reads, 0);
-  const torn = done.reduce((n, r) => n + r.torn, 0);
-  const written = new Int32Array(shared, 64, 8)[0];
+  const { results, elapsed, ctl } = await gatedRun<{ ops: number; reads: number; torn: number }>(script, threads, ms,
+    (shared, i) => ({ kind, table: table.buffer, shared, readPct, inside, seed: 0x9e3779b9 * (i + 1) }));
+  const ops = results.reduce((n, r) => n + r.ops, 0), reads = results.reduce((n, r) => n + r.reads, 0);
+  const torn = results.reduce((n, r) => n + r.torn, 0);
+  const written = ctl[16];
   if (torn !== 0 || written !== ops - reads) throw new Error(`${kind} read-mostly run is not exact: ${torn} torn reads, ${written} of ${ops - reads} writes`);
   return { opsPerSec: (ops / elapsed) * 1000, reads, ops };
 }

@@ -11,11 +11,11 @@
  *   semaphore of 1 permit vs a mutex, alternating runs, median throughput;
  *   the counter must equal the operations (checked every run).
  */
-import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { LockTable } from '../src/index.js';
 import { type Figure, figure, median } from './report.js';
+import { gatedRun } from './gate.js';
 
 const SYNC_BATCH = 1000;
 const ASYNC_BATCH = 100;
@@ -71,28 +71,10 @@ async function uncontendedFigures(time: number): Promise<Figure[]> {
 
 const script = fileURLToPath(new URL('./workers/semaphore-contend.js', import.meta.url));
 
-function collect<T>(w: Worker): Promise<T> {
-  return new Promise((resolve, reject) => {
-    w.once('message', resolve);
-    w.once('error', reject);
-  });
-}
-
 async function contendedRun(kind: 'semaphore' | 'mutex', threads: number, ms: number): Promise<{ opsPerSec: number; exact: boolean }> {
   const table = LockTable.create({ slots: 16 });
-  const shared = new SharedArrayBuffer(128);
-  const ctl = new Int32Array(shared);
-  const workers = Array.from({ length: threads }, () => new Worker(script, { workerData: { kind, table: table.buffer, shared } }));
-  const results = workers.map((w) => collect<{ ops: number }>(w));
-  while (Atomics.load(ctl, 0) < threads) await new Promise((r) => setTimeout(r, 1));
-  const t0 = performance.now();
-  Atomics.store(ctl, 1, 1);
-  Atomics.notify(ctl, 1);
-  await new Promise((r) => setTimeout(r, ms));
-  Atomics.store(ctl, 2, 1);
-  const done = await Promise.all(results);
-  const elapsed = performance.now() - t0;
-  const ops = done.reduce((n, r) => n + r.ops, 0);
+  const { results, elapsed, ctl } = await gatedRun<{ ops: number }>(script, threads, ms, (shared) => ({ kind, table: table.buffer, shared }));
+  const ops = results.reduce((n, r) => n + r.ops, 0);
   return { opsPerSec: (ops / elapsed) * 1000, exact: ctl[16] === ops };
 }
 

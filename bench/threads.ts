@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { LockTable } from '../src/index.js';
 import { type Figure, figure, median, percentile } from './report.js';
+import { gatedRun } from './gate.js';
 
 const script = (name: string) => fileURLToPath(new URL(`./workers/${name}.js`, import.meta.url));
 
@@ -22,21 +23,10 @@ interface ContendedRun { opsPerSec: number; p50Ms: number; p99Ms: number; exact:
 
 async function contendedRun(kind: 'latchkey' | 'futex', threads: number, ms: number, inside: number, outside: number): Promise<ContendedRun> {
   const table = LockTable.create({ slots: 16 });
-  const shared = new SharedArrayBuffer(128);
-  const ctl = new Int32Array(shared);
-  const workers = Array.from({ length: threads }, () =>
-    new Worker(script('contend'), { workerData: { kind, table: table.buffer, shared, inside, outside } }));
-  const results = workers.map((w) => collect<{ ops: number; waits: Float64Array }>(w));
-  while (Atomics.load(ctl, 0) < threads) await new Promise((r) => setTimeout(r, 1));
-  const t0 = performance.now();
-  Atomics.store(ctl, 1, 1);
-  Atomics.notify(ctl, 1);
-  await new Promise((r) => setTimeout(r, ms));
-  Atomics.store(ctl, 2, 1);
-  const done = await Promise.all(results);
-  const elapsed = performance.now() - t0;
-  const ops = done.reduce((n, r) => n + r.ops, 0);
-  const waits = Float64Array.from(done.flatMap((r) => Array.from(r.waits))).sort();
+  const { results, elapsed, ctl } = await gatedRun<{ ops: number; waits: Float64Array }>(
+    script('contend'), threads, ms, (shared) => ({ kind, table: table.buffer, shared, inside, outside }));
+  const ops = results.reduce((n, r) => n + r.ops, 0);
+  const waits = Float64Array.from(results.flatMap((r) => Array.from(r.waits))).sort();
   return { opsPerSec: (ops / elapsed) * 1000, p50Ms: percentile(waits, 0.5), p99Ms: percentile(waits, 0.99), exact: ctl[16] === ops };
 }
 
