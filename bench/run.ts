@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every latchkey figure beside its anchor, measured in the
  * same run; writes bench/results/latest.json and latest.md and prints the table.
- * Flags: --quick (short runs, for a smoke test).
+ * Flags: --quick (short runs, for a smoke test; prints, writes nothing).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -48,9 +48,12 @@ figures.push(...await conditionBench(quick));
 
 const table = markdown(figures);
 const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
-// This file runs from dist/bench/: the results go to the source tree's bench/results/.
-const results = here('../../bench/results/');
-mkdirSync(results, { recursive: true });
-writeFileSync(`${results}latest.json`, JSON.stringify({ header, node: process.version, figures }, null, 2));
-writeFileSync(`${results}latest.md`, `${header}\n\n${table}\n`);
+// This file runs from dist/bench/: the results go to the source tree's
+// bench/results/. A --quick smoke run's figures are not worth keeping.
+if (!quick) {
+  const results = here('../../bench/results/');
+  mkdirSync(results, { recursive: true });
+  writeFileSync(`${results}latest.json`, JSON.stringify({ header, node: process.version, figures }, null, 2));
+  writeFileSync(`${results}latest.md`, `${header}\n\n${table}\n`);
+}
 console.log(`${header}\n\n${table}`);
