@@ -1,17 +1,9 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import { LockTable } from '../src/index.js';
-import { poll, taker, words, type Taker } from './fixtures/rwlock-helpers.js';
+import { heldBy, releaseHeld, words } from './fixtures/rwlock-helpers.js';
 
 const code = (c: string) => expect.objectContaining({ code: c });
-const held: Taker[] = [];
-afterEach(() => held.splice(0).forEach((t) => t.release()));
-
-async function heldBy(table: LockTable, name: string, mode: 'read' | 'write') {
-  const t = await taker(table, name, mode);
-  held.push(t);
-  await poll(() => t.got());
-  return t;
-}
+afterEach(releaseHeld);
 
 describe('RWLock ownership', () => {
   test('writeUnlock() of a write lock another thread holds throws ERR_LOCK_NOT_OWNER and changes nothing', async () => {

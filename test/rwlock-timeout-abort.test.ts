@@ -1,16 +1,8 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import { LockTable } from '../src/index.js';
-import { poll, taker, words, type Taker } from './fixtures/rwlock-helpers.js';
+import { heldBy, poll, releaseHeld, taker, words } from './fixtures/rwlock-helpers.js';
 
-const held: Taker[] = [];
-afterEach(() => held.splice(0).forEach((t) => t.release()));
-
-async function heldBy(table: LockTable, name: string, mode: 'read' | 'write') {
-  const t = await taker(table, name, mode);
-  held.push(t);
-  await poll(() => t.got());
-  return t;
-}
+afterEach(releaseHeld);
 
 describe('RWLock timeouts', () => {
   test('readLockSync({ timeout }) throws ERR_LOCK_TIMEOUT while a writer holds it, and gives its place in the queue back', async () => {
