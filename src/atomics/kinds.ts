@@ -27,3 +27,15 @@ export const kindOps: Array<KindOps | undefined> = [];
 export function defineKind(kind: number, ops: KindOps): void {
   kindOps[kind] = ops;
 }
+
+/**
+ * Recovery that needs the whole table at once (a request queue's nodes are
+ * found by owner across the node pool, not slot by slot). Each returns how
+ * many holds it released.
+ */
+export type TableRecovery = (table: WatchedTable, tid: number) => number;
+export const tableRecoveries: TableRecovery[] = [];
+
+export function defineTableRecovery(fn: TableRecovery): void {
+  tableRecoveries.push(fn);
+}

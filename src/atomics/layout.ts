@@ -11,9 +11,9 @@
  *
  * ```
  * byte 0                HEADER_WORDS × 4
- * ┌───────────────────┬──────────────────────────┬──────────────────────────┬─────────────────────────┐
- * │ header (16 words) │ registry: threads × 4 w. │ slots: slots × 16 words  │ names: slots × NAME_MAX │
- * └───────────────────┴──────────────────────────┴──────────────────────────┴─────────────────────────┘
+ * ┌───────────────────┬──────────────────────────┬──────────────────────────┬─────────────────────────┬──────────────────────────┐
+ * │ header (16 words) │ registry: threads × 40 w.│ slots: slots × 16 words  │ names: slots × NAME_MAX │ nodes: nodes × 16 words  │
+ * └───────────────────┴──────────────────────────┴──────────────────────────┴─────────────────────────┴──────────────────────────┘
  * ```
  *
  * Header words:
@@ -26,6 +26,13 @@
  *   H_NAMED        how many slots hold a name (stats only)
  *   H_ID, H_ID2    random identity: two SharedArrayBuffer objects with the
  *                  same id in one thread are one table (one registry entry)
+ *   H_NODES        number of request nodes (0 for a table without request
+ *                  queues): the first 2 × slots are the queues' anchors, two
+ *                  per slot, the rest are requests (queue-word.ts draws them)
+ *   H_FLAGS        TABLE_GATED: every queue of this table grants only under
+ *                  an outer lock (the host tier's table, queue-word.ts)
+ *   H_KEEPER       the host tier's lease keeper thread (bridge/keeper.ts):
+ *                  KEEPER_* state; H_KEEPER_BELL its doorbell
  *
  * Registry entry words (one per thread that has touched the table; the
  * entry's index + 1 is the thread's small id, `tid`, 1..MAX_THREADS):
@@ -54,7 +61,7 @@
  */
 
 export const MAGIC = 0x4c4b4559;
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 
 export const H_MAGIC = 0;
 export const H_VERSION = 1;
@@ -65,6 +72,15 @@ export const H_BYTES = 5;
 export const H_NAMED = 6;
 export const H_ID = 7;
 export const H_ID2 = 8;
+export const H_NODES = 9;
+export const H_FLAGS = 10;
+export const TABLE_GATED = 1;
+export const H_KEEPER = 11;
+export const H_KEEPER_BELL = 12;
+/** H_KEEPER: none, being started, running (bridge/keeper.ts moves it on). */
+export const KEEPER_NONE = 0;
+export const KEEPER_STARTING = 1;
+export const KEEPER_RUNNING = 2;
 export const HEADER_WORDS = 16;
 
 export const T_LIVE = 0;
@@ -112,7 +128,8 @@ export const KIND_SEMAPHORE = 3;
 export const KIND_CONDITION = 4;
 export const KIND_BARRIER = 5;
 export const KIND_ONCE = 6;
-export const KIND_NAMES = ['none', 'mutex', 'rwlock', 'semaphore', 'condition', 'barrier', 'once'] as const;
+export const KIND_QUEUE = 7;
+export const KIND_NAMES = ['none', 'mutex', 'rwlock', 'semaphore', 'condition', 'barrier', 'once', 'queue'] as const;
 export type KindName = (typeof KIND_NAMES)[number];
 
 /** Thread ids are 12 bits in the mutex state word (mutex.ts). */
@@ -123,8 +140,17 @@ export const NAME_MAX = 128;
 export const kDefaultSlots = 4096;
 export const kDefaultThreads = 256;
 
-export function byteLengthOf(slots: number, threads: number): number {
-  return (HEADER_WORDS + threads * THREAD_WORDS + slots * SLOT_WORDS) * 4 + slots * NAME_MAX;
+/** Words of one request node (queue-word.ts); a node is one cache line, as a slot is. */
+export const NODE_WORDS = 16;
+export const MAX_NODES = 1 << 20;
+
+export function byteLengthOf(slots: number, threads: number, nodes = 0): number {
+  return nodeRegionOf(slots, threads) * 4 + nodes * NODE_WORDS * 4;
+}
+
+/** Word index of the first node: names end on a 128-byte boundary, so this is exact. */
+export function nodeRegionOf(slots: number, threads: number): number {
+  return HEADER_WORDS + threads * THREAD_WORDS + slots * SLOT_WORDS + (slots * NAME_MAX) / 4;
 }
 
 /** Word index of a slot's first word. */

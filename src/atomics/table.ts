@@ -8,10 +8,10 @@ import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worke
 import type { TableCore } from './core.js';
 import {
   F_ACQUIRED, F_CONTENDED, F_HOLD_MAX_NS, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS,
-  H_BYTES, H_ID, H_ID2, H_MAGIC, H_NAMED, H_NAME_MAX, H_SLOTS, H_THREADS, H_VERSION,
+  H_BYTES, H_FLAGS, H_ID, H_ID2, H_MAGIC, H_NAMED, H_NAME_MAX, H_NODES, H_SLOTS, H_THREADS, H_VERSION,
   KIND_BARRIER, KIND_CONDITION, KIND_INITIALIZING, KIND_MASK, KIND_MUTEX, KIND_NAMES, KIND_NONE, KIND_ONCE,
-  KIND_RWLOCK, KIND_SEMAPHORE, KIND_SHIFT, LAYOUT_VERSION, MAGIC, MAX_SLOTS, MAX_THREADS, NAME_MAX,
-  S_AUX, S_NAME_HASH, S_NAME_LEN, S_USE, type KindName,
+  KIND_QUEUE, KIND_RWLOCK, KIND_SEMAPHORE, KIND_SHIFT, LAYOUT_VERSION, MAGIC, MAX_NODES, MAX_SLOTS, MAX_THREADS, NAME_MAX,
+  S_AUX, S_NAME_HASH, S_NAME_LEN, S_USE, TABLE_GATED, type KindName,
   USE_CLAIMING, USE_INDEXED, USE_NAMED, USE_REACH_MASK, USE_UNUSED,
   byteLengthOf, kDefaultSlots, kDefaultThreads, nameOffset, slotBase,
 } from './layout.js';
@@ -20,6 +20,7 @@ import { Condition } from './condition.js';
 import { Mutex } from './mutex.js';
 import { Once } from './once.js';
 import { RWLock } from './rwlock.js';
+import { RequestQueue } from './queue.js';
 import { MAX_PERMITS, Semaphore } from './semaphore.js';
 import { kindOps } from './kinds.js';
 import { checkInteger } from './options.js';
@@ -90,13 +91,21 @@ function fnv1a(bytes: Uint8Array, length: number): number {
   return h >>> 0;
 }
 
-function createBuffer(slots: number, threads: number): SharedArrayBuffer {
-  const buffer = new SharedArrayBuffer(byteLengthOf(slots, threads));
+/**
+ * A new table's memory. `requests` > 0 adds a node pool for request queues
+ * (2 anchor nodes per slot, then the requests); `flags` is H_FLAGS.
+ * @internal Public tables come from LockTable.create().
+ */
+export function createBuffer(slots: number, threads: number, requests = 0, flags = 0): SharedArrayBuffer {
+  const nodes = requests > 0 ? 2 * slots + requests : 0;
+  const buffer = new SharedArrayBuffer(byteLengthOf(slots, threads, nodes));
   const words = new Int32Array(buffer);
   words[H_VERSION] = LAYOUT_VERSION;
   words[H_SLOTS] = slots;
   words[H_THREADS] = threads;
   words[H_NAME_MAX] = NAME_MAX;
+  words[H_NODES] = nodes;
+  words[H_FLAGS] = flags;
   words[H_BYTES] = buffer.byteLength;
   words[H_ID] = (Math.random() * 0x7fffffff) | 0;
   words[H_ID2] = (Math.random() * 0x7fffffff) | 0;
@@ -106,7 +115,8 @@ function createBuffer(slots: number, threads: number): SharedArrayBuffer {
 
 const identityOf = (words: Int32Array) => `${words[H_ID]}:${words[H_ID2]}`;
 
-function validate(buffer: unknown): Int32Array {
+/** @internal Check that `buffer` holds a table of this layout; its words. */
+export function validate(buffer: unknown): Int32Array {
   if (!(buffer instanceof SharedArrayBuffer)) {
     throw new ERR_INVALID_ARG_TYPE('buffer', 'a SharedArrayBuffer', buffer);
   }
@@ -119,11 +129,12 @@ function validate(buffer: unknown): Int32Array {
   if (words[H_VERSION] !== LAYOUT_VERSION) {
     throw new ERR_LOCK_TABLE_INVALID(`layout version is ${words[H_VERSION]} (expected ${LAYOUT_VERSION})`);
   }
-  const slots = words[H_SLOTS], threads = words[H_THREADS];
-  if (!(slots >= 1 && slots <= MAX_SLOTS) || !(threads >= 1 && threads <= MAX_THREADS) || words[H_NAME_MAX] !== NAME_MAX) {
-    throw new ERR_LOCK_TABLE_INVALID(`header is corrupt (slots ${slots}, threads ${threads}, name bytes ${words[H_NAME_MAX]})`);
+  const slots = words[H_SLOTS], threads = words[H_THREADS], nodes = words[H_NODES];
+  if (!(slots >= 1 && slots <= MAX_SLOTS) || !(threads >= 1 && threads <= MAX_THREADS) || words[H_NAME_MAX] !== NAME_MAX
+    || !(nodes === 0 || (nodes > 2 * slots && nodes <= 2 * slots + MAX_NODES))) {
+    throw new ERR_LOCK_TABLE_INVALID(`header is corrupt (slots ${slots}, threads ${threads}, name bytes ${words[H_NAME_MAX]}, nodes ${nodes})`);
   }
-  const expected = byteLengthOf(slots, threads);
+  const expected = byteLengthOf(slots, threads, nodes);
   if (words[H_BYTES] !== expected || buffer.byteLength !== expected) {
     throw new ERR_LOCK_TABLE_INVALID(`buffer is ${buffer.byteLength} bytes (expected ${expected} for ${slots} slots)`);
   }
@@ -145,6 +156,8 @@ export class LockTable {
       bytes: new Uint8Array(buffer),
       slots,
       threads,
+      nodes: words[H_NODES],
+      id,
       tid: claimThread(words, threads),
       acquiring: new Uint8Array(slots),
       label: (slot) => this.#label(slot),
@@ -242,6 +255,24 @@ export class LockTable {
   once(nameOrIndex: string | number): Once {
     const slot = this.#resolve(nameOrIndex, true);
     return new Once(this.#core, slot, this.#claimKind(slot, KIND_ONCE, 'a once'), nameOrIndex);
+  }
+
+  /**
+   * The request queue named `name` (Web Locks semantics; locks.ts drives it).
+   * @internal Only tables made with a node pool have queues.
+   */
+  queue(nameOrIndex: string | number): RequestQueue {
+    if (this.#core.nodes === 0) {
+      throw new ERR_LOCK_SLOT_IN_USE(`table ${this.#core.id}`, 'a request queue', 'it was made without a node pool');
+    }
+    const slot = this.#resolve(nameOrIndex, true);
+    const gated = (this.#core.words[H_FLAGS] & TABLE_GATED) !== 0;
+    return new RequestQueue(this.#core, slot, this.#claimKind(slot, KIND_QUEUE, 'a request queue'), nameOrIndex, gated);
+  }
+
+  /** @internal The name a slot holds, or null (unused, or used by index). */
+  nameAt(slot: number): string | null {
+    return this.#nameOf(slot);
   }
 
   /** Counters of one lock (undefined if that name was never used), or of every slot in use. */
@@ -426,6 +457,7 @@ if (isMainThread && !(getEnvironmentData(ENV_KEY) instanceof SharedArrayBuffer))
   const buffer = getEnvironmentData(ENV_KEY);
   if (buffer instanceof SharedArrayBuffer) {
     const words = validate(buffer);
-    watchTable(identityOf(words), { words, slots: words[H_SLOTS], threads: words[H_THREADS], label: (slot) => `#${slot}` });
+    const id = identityOf(words);
+    watchTable(id, { words, slots: words[H_SLOTS], threads: words[H_THREADS], nodes: words[H_NODES], id, label: (slot) => `#${slot}` });
   }
 }

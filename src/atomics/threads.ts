@@ -28,7 +28,7 @@ import {
   KIND_MASK, KIND_SHIFT, S_USE, T_LIVE, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
 } from './layout.js';
 import { takeHoldings } from './holdings.js';
-import { kindOps } from './kinds.js';
+import { kindOps, tableRecoveries } from './kinds.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 
 const debug = debuglog('latchkey');
@@ -132,6 +132,7 @@ export function recoverThread(core: WatchedTable, mark: number, stopped: boolean
       released++;
       debug('gave back %d of %s held by dead thread %d (tid %d)', count, core.label(slot), mark - 1, tid);
     }
+    for (const recover of tableRecoveries) released += recover(core, tid);
     Atomics.store(w, entry + T_WAIT_SLOT, 0);
     if (!stopped) {
       Atomics.store(w, entry + T_LIVE, mark);

@@ -1,0 +1,98 @@
+/**
+ * Recovery of a dead thread's requests (queue-word.ts). Runs once per table
+ * from threads.ts, after the thread has stopped (or from its own exit hook):
+ * every queue the thread had a node in, or whose latch it held, is repaired
+ * under its latch, taken on the dead thread's behalf. The dead thread's
+ * holds are released (the next grant is told `abandoned`), its pending
+ * requests leave the queue, and everybody left in the queue is woken.
+ *
+ * A gated queue's outer lock needs I/O the thread tier cannot do: the
+ * outer recovery registered for the table (the bridge's) gives it back when
+ * the dead thread was in the middle of fetching or returning it, or when
+ * its death left the outer lock with nobody to use it.
+ */
+import type { WatchedTable } from './core.js';
+import { defineTableRecovery } from './kinds.js';
+import { H_FLAGS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_USE, TABLE_GATED, nodeRegionOf, slotBase } from './layout.js';
+import {
+  ACT_RELEASE_OUTER, A_OUTER, A_OUTER_ACTOR, A_OUTER_FLAGS, A_OUTER_NODE, FREE, LATCH_OWNER, N_OWNER, N_STATE,
+  OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, anchorOf, latch, latchWord, nodeAt, nodesOf, poolOf, repair,
+  settle, unlatch, wakeAll,
+} from './queue-word.js';
+import { debuglog } from 'node:util';
+
+const debug = debuglog('latchkey');
+
+/** What the bridge does for a gated table's outer lock when a thread died in the way. */
+export interface OuterRecovery {
+  /**
+   * This process may hold the outer lock of `slot` with nobody local left
+   * to give it back: give it back now (synchronously), saying whether its
+   * last holder died holding it. Must be safe when nothing is held.
+   */
+  giveBack(table: WatchedTable, slot: number, abandoned: boolean): void;
+}
+
+const outerRecoveries = new Map<string, OuterRecovery>();
+
+export function setOuterRecovery(id: string, recovery: OuterRecovery): void {
+  outerRecoveries.set(id, recovery);
+}
+
+function recoverQueues(table: WatchedTable, dead: number): number {
+  if (table.nodes === 0) return 0;
+  const pool = poolOf(table, nodeRegionOf(table.slots, table.threads), table.nodes), w = table.words;
+  const { slots, nodes } = nodesOf(pool, dead);
+  for (let slot = 0; slot < table.slots; slot++) {
+    const base = slotBase(table.threads, slot);
+    if (((Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT) !== KIND_QUEUE) continue;
+    if ((Atomics.load(w, latchWord(pool, slot)) & LATCH_OWNER) === dead) slots.add(slot);
+  }
+  const gated = (w[H_FLAGS] & TABLE_GATED) !== 0;
+  let released = 0;
+  for (const slot of slots) {
+    const a = anchorOf(pool, slot), at = latchWord(pool, slot);
+    // Act as the dead thread: it may hold the latch already, and nobody else
+    // can be given its tid until its entry is freed after this.
+    if ((Atomics.load(w, at) & LATCH_OWNER) !== dead) latch(w, at, dead);
+    let held = false;
+    try {
+      held = repair(pool, slot, a, dead);
+      if (held) released++;
+      if (gated) recoverOuter(table, pool, slot, a, dead, held);
+      else settle(pool, slot, a, false, dead, []);
+    } finally {
+      unlatch(w, at, dead);
+    }
+    wakeAll(pool, slot);
+    debug('recovered request queue %s from dead thread (tid %d)%s', table.label(slot), dead, held ? ': abandoned' : '');
+  }
+  for (const node of nodes) {
+    Atomics.store(w, nodeAt(pool, node) + N_STATE, FREE);
+    Atomics.store(w, nodeAt(pool, node) + N_OWNER, 0);
+  }
+  return released;
+}
+
+function recoverOuter(table: WatchedTable, pool: ReturnType<typeof poolOf>, slot: number, a: number, dead: number, held: boolean): void {
+  const w = pool.words, outer = w[a + A_OUTER];
+  const giveBack = (abandoned: boolean) => {
+    try {
+      outerRecoveries.get(table.id)?.giveBack(table, slot, abandoned);
+    } catch (err) {
+      debug('could not give back the outer lock of %s: %s', table.label(slot), (err as Error).message);
+    }
+    w[a + A_OUTER] = OUTER_NONE;
+    w[a + A_OUTER_ACTOR] = 0;
+    w[a + A_OUTER_NODE] = 0;
+    w[a + A_OUTER_FLAGS] = 0;
+  };
+  // Dead in the middle of outer I/O: whatever it fetched or kept is given back.
+  if ((outer === OUTER_ACQUIRING && w[a + A_OUTER_NODE] === 0) || (outer === OUTER_RELEASING && w[a + A_OUTER_ACTOR] === dead)) {
+    giveBack(held);
+  }
+  // Its death may leave an outer grant nobody local will use.
+  for (let rounds = 0; rounds < 4 && settle(pool, slot, a, true, dead, []) === ACT_RELEASE_OUTER; rounds++) giveBack(held);
+}
+
+defineTableRecovery(recoverQueues);
