@@ -14,7 +14,7 @@ export interface LatchkeyError extends Error {
 type Base = ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor;
 
 function E<Args extends unknown[]>(code: string, template: string, base: Base) {
-  return class extends base {
+  return class extends (base as ErrorConstructor) {
     readonly code: string = code;
     constructor(...args: Args) {
       super(format(template, ...args));
@@ -50,6 +50,10 @@ export const ERR_LOCK_SLOT_IN_USE = E<[what: string, as: string, reason: string]
   'ERR_LOCK_SLOT_IN_USE', 'Cannot use %s as %s: %s', Error);
 export const ERR_LOCK_BARRIER_BROKEN = E<[name: string, reason: string]>(
   'ERR_LOCK_BARRIER_BROKEN', 'Cannot pass barrier %s: it is broken (%s)', Error);
+export const ERR_LOCK_COMPROMISED = E<[name: string, detail: string]>(
+  'ERR_LOCK_COMPROMISED', 'Lock %s was lost while held: %s', Error);
+export const ERR_LOCK_BACKEND = E<[backend: string, detail: string]>(
+  'ERR_LOCK_BACKEND', 'Cannot use the %s lock backend: %s', Error);
 export const ERR_LOCK_NO_DEFAULT_TABLE = E<[]>(
   'ERR_LOCK_NO_DEFAULT_TABLE',
   'Cannot reach the default lock table: this worker started before latchkey was imported in the main thread',
@@ -59,7 +63,7 @@ export type ErrorCode =
   | 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE'
   | 'ERR_LOCK_TIMEOUT' | 'ERR_LOCK_NOT_OWNER' | 'ERR_LOCK_NOT_LOCKED' | 'ERR_LOCK_DEADLOCK'
   | 'ERR_LOCK_TABLE_FULL' | 'ERR_LOCK_TABLE_INVALID' | 'ERR_LOCK_SLOT_IN_USE' | 'ERR_LOCK_NO_DEFAULT_TABLE'
-  | 'ERR_LOCK_BARRIER_BROKEN'
+  | 'ERR_LOCK_BARRIER_BROKEN' | 'ERR_LOCK_COMPROMISED' | 'ERR_LOCK_BACKEND'
   | 'ABORT_ERR';
 
 /**

@@ -1,5 +1,6 @@
 /**
- * latchkey: locks that are correct across the worker threads of a process.
+ * latchkey: locks that are correct across the worker threads of a process
+ * and across the processes of a machine.
  * This file is the public surface; everything else is internal.
  */
 export { LockTable } from './atomics/table.js';
@@ -10,6 +11,10 @@ export { Condition } from './atomics/condition.js';
 export { Barrier } from './atomics/barrier.js';
 export { Once } from './atomics/once.js';
 export { AbortError } from './errors.js';
+export { locks } from './locks.js';
+export { Lock, LockGuard } from './lock-guard.js';
+export type { LockRequestOptions, LockInfo, LockManagerSnapshot } from './locks.js';
+export type { LockMode, LockScope, LossReason } from './lock-guard.js';
 export type { OnceRun } from './atomics/once.js';
 export type { LockTableOptions, LockStats } from './atomics/table.js';
 export type { LockOptions } from './atomics/options.js';

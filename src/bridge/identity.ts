@@ -1,0 +1,78 @@
+/**
+ * Who a process is, in a form another process can check: pid, the
+ * process's start time (so a reused pid is not mistaken for it), the boot
+ * it runs in (so a pid from before a reboot is not either) and the host.
+ * A holder is dead only when that is provable on this host (Python
+ * filelock's rule): a foreign host, or a process whose start time cannot be
+ * read, counts as alive, and its lock goes only when its lease runs out.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { createHash } from 'node:crypto';
+
+export interface Owner {
+  /** Unique across processes and hosts: the holder's id in every backend. */
+  readonly id: string;
+  readonly pid: number;
+  /** Start time in clock ticks since boot (/proc/<pid>/stat field 22), '' where unknown. */
+  readonly start: string;
+  /** /proc/sys/kernel/random/boot_id, '' where unknown. */
+  readonly boot: string;
+  readonly host: string;
+}
+
+/** Start time of `pid` as /proc shows it, or '' (no such process, or no /proc). */
+export function startOf(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // Field 2 (comm) is in parentheses and may hold spaces or ')': count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim();
+  } catch {
+    return '';
+  }
+}
+
+let self: Owner | undefined;
+
+/** This process, as every thread of it sees it (the same id in each). */
+export function me(): Owner {
+  if (self !== undefined) return self;
+  const host = hostname(), start = startOf(process.pid), boot = bootId();
+  const tag = createHash('sha256').update(`${host}\0${boot}`).digest('hex').slice(0, 8);
+  return (self = { id: `${process.pid}-${start || Date.now()}-${tag}`, pid: process.pid, start, boot, host });
+}
+
+/**
+ * Whether `owner` is provably dead: on this host and boot, and its pid is
+ * gone or now belongs to a process that started at another time. A
+ * different boot id on this host proves it too (the machine restarted).
+ */
+export function provablyDead(owner: Pick<Owner, 'pid' | 'start' | 'boot' | 'host'>): boolean {
+  const mine = me();
+  if (owner.host !== mine.host) return false;
+  if (owner.boot !== '' && mine.boot !== '' && owner.boot !== mine.boot) return true;
+  if (!Number.isInteger(owner.pid) || owner.pid <= 0) return false;
+  try {
+    process.kill(owner.pid, 0);
+  } catch (err) {
+    // ESRCH: no such process. EPERM: alive, another user's.
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+  if (owner.start === '') return false;
+  const now = startOf(owner.pid);
+  return now !== '' && now !== owner.start;
+}
+
+/** Epoch ms: the clock every process of a host shares, for lease expiry (a clock step moves every lease with it). */
+export const wallClock = (): number => Date.now();
+
+/** CLOCK_MONOTONIC in ms: comparable between processes of one Linux host, for arrival order. */
+export const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;

@@ -1,0 +1,189 @@
+/**
+ * What the front door hands out: `Lock` (what a request() callback is
+ * given, as in the Web Locks API, plus latchkey's token, abandoned flag and
+ * signal) and `LockGuard` (what lock()/lockSync() return: a Lock you unlock).
+ *
+ * A held lock can be lost while its holder runs: stolen (another request
+ * with `steal`), or, for a host lock, compromised (its lease expired and
+ * another process took it). The thread that learns of it first tells the
+ * holder's thread: directly when it is the same thread, else on the
+ * process-wide BroadcastChannel below. The holder's `signal` then aborts,
+ * `onCompromised` runs, and a request()'s promise rejects at once.
+ */
+import { BroadcastChannel } from 'node:worker_threads';
+import type { QueueGrant, RequestQueue } from './atomics/queue.js';
+import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
+
+export type LockMode = 'exclusive' | 'shared';
+export type LockScope = 'thread' | 'host';
+/** Why a held lock was lost. */
+export type LossReason = 'stolen' | 'expired' | 'marker-missing' | 'owner-changed' | 'renew-failed';
+
+/** Whether a held lock is still held, and its `signal`, made only when asked for (an AbortController costs more than a lock). */
+class LossState {
+  controller: AbortController | undefined;
+  lost: (Error & { reason: LossReason }) | undefined;
+
+  get signal(): AbortSignal {
+    return (this.controller ??= new AbortController()).signal;
+  }
+
+  lose(error: Error & { reason: LossReason }): void {
+    this.lost = error;
+    (this.controller ??= new AbortController()).abort(error);
+  }
+}
+
+export class Lock {
+  readonly #state: LossState;
+
+  /** @internal */
+  constructor(
+    readonly name: string,
+    readonly mode: LockMode,
+    readonly scope: LockScope,
+    /**
+     * Fencing token: strictly increasing across the grants of this name in
+     * its scope, through releases, deaths and takeovers (a shared grant's is
+     * above every earlier exclusive grant's and below every later one's).
+     * Hand it to the resource you guard and have it refuse smaller ones.
+     */
+    readonly token: number,
+    /** True when the previous holder died holding it: what it guarded may be half-written. */
+    readonly abandoned: boolean,
+    state: LossState,
+  ) {
+    this.#state = state;
+  }
+
+  /** Aborts when the lock is lost while held (stolen, or a host lease compromised); its reason is the error. */
+  get signal(): AbortSignal {
+    return this.#state.signal;
+  }
+}
+
+export type LossHandler = (error: Error & { reason: LossReason }) => void;
+
+/** A held lock of this thread, as the loss notifications find it. */
+interface Holding {
+  lose(reason: LossReason, detail: string): void;
+}
+
+/** This thread's held locks, by table, then by request node. */
+const holdings = new Map<string, Array<Holding | undefined>>();
+function holdingsOf(tableId: string): Array<Holding | undefined> {
+  let byNode = holdings.get(tableId);
+  if (byNode === undefined) holdings.set(tableId, (byNode = []));
+  return byNode;
+}
+let channel: BroadcastChannel | undefined;
+
+function listen(): void {
+  if (channel !== undefined) return;
+  channel = new BroadcastChannel('latchkey:lost');
+  // Never keeps a thread alive: a thread with nothing else to do has no held lock to be told about.
+  channel.unref();
+  channel.onmessage = (event) => {
+    const { table, nodes, reason, detail } = (event as { data: LossMessage }).data;
+    const byNode = holdings.get(table);
+    for (const node of nodes) byNode?.[node]?.lose(reason, detail);
+  };
+}
+
+interface LossMessage {
+  table: string;
+  nodes: number[];
+  reason: LossReason;
+  detail: string;
+}
+
+/** Tell the holders of `nodes` (in any thread of the process) that their locks are lost. */
+export function announceLoss(table: string, nodes: number[], reason: LossReason, detail: string): void {
+  const elsewhere: number[] = [], byNode = holdings.get(table);
+  for (const node of nodes) {
+    const mine = byNode?.[node];
+    if (mine !== undefined) mine.lose(reason, detail);
+    else elsewhere.push(node);
+  }
+  if (elsewhere.length === 0) return;
+  listen();
+  channel!.postMessage({ table, nodes: elsewhere, reason, detail } satisfies LossMessage);
+}
+
+/**
+ * The error a lost lock reports: a steal is the Web Locks API's AbortError
+ * (https://w3c.github.io/web-locks/#lock-manager-steal); a lost lease is
+ * ERR_LOCK_COMPROMISED. Both carry `reason`.
+ */
+export function lossError(name: string, reason: LossReason, detail: string): Error & { reason: LossReason } {
+  const error = reason === 'stolen'
+    ? new DOMException(`Lock ${JSON.stringify(name)} was stolen: ${detail}`, 'AbortError')
+    : new ERR_LOCK_COMPROMISED(JSON.stringify(name), detail);
+  return Object.assign(error, { reason });
+}
+
+/** A lock from lock()/lockSync(): unlock it, or let `using` do it. */
+export class LockGuard extends Lock {
+  readonly #queue: RequestQueue;
+  readonly #grant: QueueGrant;
+  readonly #state: LossState;
+  readonly #onLost: LossHandler | undefined;
+  readonly #holdings: Array<Holding | undefined>;
+  #held = true;
+
+  /** @internal */
+  constructor(name: string, scope: LockScope, queue: RequestQueue, grant: QueueGrant, onLost: LossHandler | undefined) {
+    const state = new LossState();
+    super(name, grant.mode, scope, grant.token, grant.abandoned, state);
+    this.#queue = queue;
+    this.#grant = grant;
+    this.#state = state;
+    this.#onLost = onLost;
+    listen();
+    this.#holdings = holdingsOf(queue.tableId);
+    this.#holdings[grant.node] = this;
+  }
+
+  /** False once released (or lost). */
+  get held(): boolean {
+    return this.#held && this.#state.lost === undefined;
+  }
+
+  /** @internal The Lock a request() callback is given: the same lock, without unlock(). */
+  view(): Lock {
+    return new Lock(this.name, this.mode, this.scope, this.token, this.abandoned, this.#state);
+  }
+
+  /**
+   * Release the lock. Throws ERR_LOCK_NOT_LOCKED the second time, and the
+   * loss when it had been lost while held, so that a lost lock is never
+   * released silently: an AbortError for a steal, ERR_LOCK_COMPROMISED for
+   * a host lease that ran out (both with `reason`).
+   */
+  unlock(): void {
+    if (!this.#held) throw new ERR_LOCK_NOT_LOCKED(`${JSON.stringify(this.name)} (this guard already released it)`);
+    const lost = this.release();
+    if (lost !== undefined) throw lost;
+  }
+
+  /** @internal Release, whether held or lost; the loss, if there was one (request() has reported it already). */
+  release(): Error | undefined {
+    if (!this.#held) return undefined;
+    this.#held = false;
+    this.#holdings[this.#grant.node] = undefined;
+    this.#queue.release(this.#grant);
+    return this.#state.lost;
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#held) this.unlock();
+  }
+
+  /** @internal Called when the lock is lost while held. */
+  lose(reason: LossReason, detail: string): void {
+    if (this.#state.lost !== undefined || !this.#held) return;
+    const error = lossError(this.name, reason, detail);
+    this.#state.lose(error);
+    this.#onLost?.(error);
+  }
+}

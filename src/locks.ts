@@ -1,0 +1,289 @@
+/**
+ * The front door: `locks.request()` and `locks.query()` as in the Web Locks
+ * API (https://w3c.github.io/web-locks/), for every thread of the process
+ * (scope 'thread') and every process of the machine (scope 'host'), plus
+ * `locks.lock()`/`locks.lockSync()`, the same locks as guards.
+ *
+ * Every name of a scope has one FIFO request queue in shared memory
+ * (atomics/queue-word.ts): thread scope in a table of this process, host
+ * scope in the bridge's table, whose queues take a host lock before they
+ * grant (bridge/host.ts).
+ */
+import { getEnvironmentData, isMainThread, setEnvironmentData, threadId } from 'node:worker_threads';
+import { LockTable, createBuffer } from './atomics/table.js';
+import type { QueueGrant, QueueRequest, RequestQueue } from './atomics/queue.js';
+import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
+import { onStolen } from './atomics/queue.js';
+import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard, announceLoss } from './lock-guard.js';
+import { hostQuery, hostQueue, kDefaultTtl, onHostLoss } from './bridge/host.js';
+import {
+  ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
+} from './errors.js';
+
+export interface LockRequestOptions {
+  /** `'exclusive'`: one holder at a time; `'shared'`: any number of shared holders, no exclusive one. @default 'exclusive' */
+  mode?: LockMode;
+  /** Grant only if grantable at once; otherwise the callback gets `null` (lock()/lockSync() return null). @default false */
+  ifAvailable?: boolean;
+  /**
+   * Release every holder of the name and grant this request at once, ahead
+   * of the queue. The holders' request() promises reject with an AbortError
+   * and their `lock.signal` aborts. Exclusive only. @default false
+   */
+  steal?: boolean;
+  /** Abort a pending request: it leaves the queue and rejects with the signal's reason. No effect once granted. @default undefined */
+  signal?: AbortSignal;
+  /**
+   * Who the lock excludes. `'thread'`: the threads of this process.
+   * `'host'`: every process of this machine (lock directory or SQLite
+   * database: bridge/host.ts); the threads of one process share one host
+   * grant between them (cohorting), with the same semantics. @default 'thread'
+   */
+  scope?: LockScope;
+  /** Give up after this many ms: the request leaves the queue and rejects with ERR_LOCK_TIMEOUT. @default Infinity */
+  timeout?: number;
+  /**
+   * Host scope: the lease, in ms. A holder process that stops (SIGSTOP, a
+   * frozen VM) loses the lock to others this long after its last renewal;
+   * leases are renewed by a thread of their own, so a holder blocked in a
+   * synchronous call keeps it. A dead holder's lock is taken over at once,
+   * whatever the lease. @default 10000
+   */
+  ttl?: number;
+  /**
+   * Called once if the lock is lost while held (stolen, or a host lease
+   * expired and was taken): the error says why (`reason`). A request()'s
+   * promise also rejects with it, and `lock.signal` aborts. @default undefined
+   */
+  onCompromised?: LossHandler;
+}
+
+interface Parsed {
+  readonly request: QueueRequest;
+  readonly scope: LockScope;
+  readonly onLost: LossHandler | undefined;
+}
+
+const ENV_KEY = 'latchkey:locks-table';
+/** Thread scope: names, request nodes and threads of the process-wide table. */
+const kSlots = 4096;
+const kRequests = 8192;
+const kThreads = 256;
+
+if (isMainThread && !(getEnvironmentData(ENV_KEY) instanceof SharedArrayBuffer)) {
+  setEnvironmentData(ENV_KEY, createBuffer(kSlots, kThreads, kRequests));
+}
+
+let threadTable: LockTable | undefined;
+function threadScope(): LockTable {
+  if (threadTable !== undefined) return threadTable;
+  const buffer = getEnvironmentData(ENV_KEY);
+  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_NO_DEFAULT_TABLE();
+  return (threadTable = LockTable.attach(buffer));
+}
+
+const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, RequestQueue>() };
+
+// Holders learn of a steal, or of a host lease lost, wherever they run.
+onStolen((q, nodes) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`'));
+onHostLoss((table, nodes, reason, detail) => announceLoss(table, nodes, reason, detail));
+
+function queueOf(scope: LockScope, key: string): RequestQueue {
+  const cache = queues[scope];
+  let q = cache.get(key);
+  if (q === undefined) cache.set(key, (q = scope === 'host' ? hostQueue(key) : threadScope().queue(key)));
+  return q;
+}
+
+/**
+ * The key a name is stored under. Names are compared as strings of UTF-16
+ * code units, and the table stores UTF-8: a name with a lone surrogate
+ * (which UTF-8 cannot carry) is stored escaped, behind a '-' that no
+ * request may start a name with.
+ */
+function keyOf(name: string): string {
+  return name.isWellFormed() ? name : `-${JSON.stringify(name)}`;
+}
+
+function nameOfKey(key: string): string {
+  return key.startsWith('-') ? (JSON.parse(key.slice(1)) as string) : key;
+}
+
+const notSupported = (message: string) => new DOMException(message, 'NotSupportedError');
+
+/**
+ * Options in the order the spec checks them
+ * (https://w3c.github.io/web-locks/#api-lock-manager-request, steps 6-10),
+ * after the WebIDL conversions; latchkey's own options last.
+ */
+const kDefaults: Parsed = Object.freeze({
+  request: Object.freeze({ mode: 'exclusive', ifAvailable: false, steal: false, wait: kNoWait, ttl: kDefaultTtl }),
+  scope: 'thread',
+  onLost: undefined,
+});
+
+function parseOptions(name: string, options: LockRequestOptions | undefined): Parsed {
+  if (options === undefined || options === null) {
+    if (name.startsWith('-')) throw notSupported(`Names starting with "-" are reserved: ${JSON.stringify(name)}`);
+    return kDefaults;
+  }
+  if (typeof options !== 'object') throw new ERR_INVALID_ARG_TYPE('options', 'an object', options);
+  const mode = options.mode === undefined ? 'exclusive' : `${options.mode}`;
+  if (mode !== 'exclusive' && mode !== 'shared') {
+    throw new TypeError(`The provided value '${mode}' is not a valid enum value of type LockMode`);
+  }
+  const ifAvailable = Boolean(options.ifAvailable), steal = Boolean(options.steal), { signal } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new ERR_INVALID_ARG_TYPE('options.signal', 'an AbortSignal', signal);
+  }
+  if (name.startsWith('-')) throw notSupported(`Names starting with "-" are reserved: ${JSON.stringify(name)}`);
+  if (steal && ifAvailable) throw notSupported('The "steal" and "ifAvailable" options cannot be used together');
+  if (steal && mode !== 'exclusive') throw notSupported('The "steal" option may only be used with "exclusive" locks');
+  if (signal !== undefined && (steal || ifAvailable)) {
+    throw notSupported('The "signal" option cannot be used with "steal" or "ifAvailable"');
+  }
+  if (signal?.aborted) throw signal.reason;
+  const { scope = 'thread', ttl = kDefaultTtl, onCompromised } = options;
+  if (scope !== 'thread' && scope !== 'host') throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread' or 'host'");
+  if (typeof ttl !== 'number') throw new ERR_INVALID_ARG_TYPE('options.ttl', 'a number', ttl);
+  if (!(ttl >= 250 && ttl <= 86_400_000) || !Number.isInteger(ttl)) {
+    throw new ERR_OUT_OF_RANGE('options.ttl', 'an integer number of ms from 250 to 86400000', ttl);
+  }
+  if (onCompromised !== undefined && typeof onCompromised !== 'function') {
+    throw new ERR_INVALID_ARG_TYPE('options.onCompromised', 'a function', onCompromised);
+  }
+  // timeout and signal: the thread tier's parser (TypeError, RangeError, ERR codes).
+  const wait: Wait = parseLockOptions({ timeout: options.timeout, signal });
+  return { request: { mode, ifAvailable, steal, wait, ttl }, scope, onLost: onCompromised };
+}
+
+function checkName(name: unknown): asserts name is string {
+  if (typeof name !== 'string') throw new ERR_INVALID_ARG_TYPE('name', 'a string', name);
+}
+
+function guardOf(name: string, parsed: Parsed, q: RequestQueue, grant: QueueGrant | null): LockGuard | null {
+  return grant === null ? null : new LockGuard(name, parsed.scope, q, grant, parsed.onLost);
+}
+
+/**
+ * Take the lock `name`, blocking this thread until it is granted (or
+ * `timeout`): a guard, or null with `ifAvailable` when it is taken. Only
+ * this thread waits; the others, and this thread's own async requests,
+ * cannot run meanwhile, so waiting behind this thread's own request fails
+ * at once with ERR_LOCK_DEADLOCK.
+ */
+function lockSync(name: string, options?: LockRequestOptions): LockGuard | null {
+  checkName(name);
+  const parsed = parseOptions(name, options);
+  const q = queueOf(parsed.scope, keyOf(name));
+  return guardOf(name, parsed, q, q.requestSync(parsed.request));
+}
+
+/** Take the lock `name` without blocking the event loop: a guard, or null with `ifAvailable`. */
+async function lock(name: string, options?: LockRequestOptions): Promise<LockGuard | null> {
+  checkName(name);
+  const parsed = parseOptions(name, options);
+  const q = queueOf(parsed.scope, keyOf(name));
+  const r = q.request(parsed.request);
+  return guardOf(name, parsed, q, r instanceof Promise ? await abortedWithReason(r, parsed.request.wait.signal) : r);
+}
+
+/** An aborted request rejects with the signal's own reason, as the spec's request() does. */
+async function abortedWithReason<T>(pending: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  try {
+    return await pending;
+  } catch (err) {
+    throw signal?.aborted ? signal.reason : err;
+  }
+}
+
+type Callback<T> = (lock: Lock | null) => T | PromiseLike<T>;
+
+// https://w3c.github.io/web-locks/#api-lock-manager-request
+/**
+ * Request the lock `name` and run `callback` holding it; the lock is
+ * released when the callback's promise settles (or it throws), and the
+ * returned promise settles as the callback's did. Rejections, never throws.
+ */
+function request<T>(name: string, callback: Callback<T>): Promise<Awaited<T>>;
+function request<T>(name: string, options: LockRequestOptions, callback: Callback<T>): Promise<Awaited<T>>;
+function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callback<T>, maybeCallback?: Callback<T>): Promise<Awaited<T>> {
+  let parsed: Parsed, callback: Callback<T>, q: RequestQueue, key: string;
+  try {
+    const options = typeof optionsOrCallback === 'function' ? undefined : optionsOrCallback;
+    const cb = typeof optionsOrCallback === 'function' ? optionsOrCallback : maybeCallback;
+    name = `${name}`; // WebIDL DOMString
+    if (typeof cb !== 'function') throw new TypeError('The "callback" argument must be a function');
+    callback = cb;
+    parsed = parseOptions(name, options);
+    key = keyOf(name);
+    q = queueOf(parsed.scope, key);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  return new Promise<Awaited<T>>((resolve, reject) => {
+    const { signal } = parsed.request.wait;
+    const onLost: LossHandler = (err) => {
+      reject(err);
+      parsed.onLost?.(err);
+    };
+    const run = async (): Promise<Awaited<T>> => {
+      const r = q.request(parsed.request);
+      const grant = r instanceof Promise ? await abortedWithReason(r, signal) : r;
+      const guard = grant === null ? null : new LockGuard(name, parsed.scope, q, grant, onLost);
+      try {
+        // The callback never runs inside request() itself, and an abort
+        // signalled before it runs still wins (the lock is given back).
+        await null;
+        if (signal?.aborted) throw signal.reason;
+        return await callback(guard === null ? null : guard.view());
+      } finally {
+        guard?.release(); // a loss was reported through onLost already
+      }
+    };
+    run().then(resolve, reject);
+  });
+}
+
+export interface LockInfo {
+  name: string;
+  mode: LockMode;
+  /** `${pid}:${threadId}` of the requesting thread. */
+  clientId: string;
+}
+
+export interface LockManagerSnapshot {
+  held: LockInfo[];
+  pending: LockInfo[];
+}
+
+// https://w3c.github.io/web-locks/#api-lock-manager-query
+/**
+ * The held and pending requests of every thread of the process (scope
+ * 'thread'), or of every process of the machine (`{ scope: 'host' }`).
+ */
+async function query(options?: { scope?: LockScope }): Promise<LockManagerSnapshot> {
+  const scope = options?.scope ?? 'thread';
+  if (scope === 'host') {
+    const { held, pending } = hostQuery();
+    const info = (e: LockInfo) => ({ name: nameOfKey(e.name), mode: e.mode, clientId: e.clientId });
+    return { held: held.map(info), pending: pending.map(info) };
+  }
+  if (scope !== 'thread') throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread' or 'host'");
+  const held: LockInfo[] = [], pending: LockInfo[] = [];
+  const table = threadScope();
+  for (const s of table.stats()) {
+    if (s.kind !== 'queue' || s.name === null) continue;
+    const name = nameOfKey(s.name), snap = queueOf('thread', s.name).snapshot();
+    const info = (e: { mode: LockMode; client: number }) => ({ name, mode: e.mode, clientId: `${process.pid}:${e.client}` });
+    held.push(...snap.held.map(info));
+    pending.push(...snap.pending.map(info));
+  }
+  return { held, pending };
+}
+
+/** The lock manager: one for every thread of the process, the same locks in each. */
+export const locks = Object.freeze({ request, query, lock, lockSync });
+
+/** @internal The clientId of this thread in query() results. */
+export const clientId = `${process.pid}:${threadId}`;
