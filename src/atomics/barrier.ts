@@ -60,6 +60,7 @@
  * others (approximate).
  */
 import type { TableCore, WatchedTable } from './core.js';
+import type { LockTable } from './table.js';
 import { cycleThrough } from './deadlock.js';
 import { addHolding, holdingOf, removeHolding } from './holdings.js';
 import { defineKind } from './kinds.js';
@@ -145,6 +146,11 @@ export class Barrier {
   readonly #words: Int32Array;
   readonly #base: number;
   readonly #st: number;
+  /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
+  get table(): LockTable {
+    return this.#core.table as LockTable;
+  }
+
   /** The slot this barrier lives in. */
   readonly slot: number;
   /** The name it was reached by, or its slot index. */

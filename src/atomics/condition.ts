@@ -44,6 +44,7 @@
  * the wake-up it took with it reaches a live waiter.
  */
 import type { TableCore } from './core.js';
+import type { LockTable } from './table.js';
 import { addHolding, removeHolding } from './holdings.js';
 import { defineKind } from './kinds.js';
 import {
@@ -68,6 +69,11 @@ export class Condition {
   readonly #base: number;
   readonly #seq: number;
   readonly #waiters: number;
+  /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
+  get table(): LockTable {
+    return this.#core.table as LockTable;
+  }
+
   /** The slot this condition lives in. */
   readonly slot: number;
   /** The name it was reached by, or its slot index. */

@@ -18,6 +18,8 @@ export interface WatchedTable {
 
 export interface TableCore extends WatchedTable {
   readonly buffer: SharedArrayBuffer;
+  /** The LockTable this core belongs to (typed there: this file imports nothing). */
+  readonly table: object;
   readonly f64: Float64Array;
   readonly bytes: Uint8Array;
   /** This thread's id in the registry, 1..MAX_THREADS. */

@@ -10,6 +10,7 @@
  * `withLock` one after the other, or use a queueing front door.
  */
 import type { TableCore } from './core.js';
+import type { LockTable } from './table.js';
 import { F_ACQUIRED, F_HOLD_MAX_NS, S_STATE } from './layout.js';
 import { OWNER_MASK, lockSlowAsync, lockSlowSync, tryLockSlow, unlockSlow } from './mutex-word.js';
 import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './options.js';
@@ -33,6 +34,11 @@ export class Mutex {
   readonly #base: number;
   /** Per handle, not per thread: a thread taking two locks in turn would sample only one of them. */
   #sampleTick = 0;
+  /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
+  get table(): LockTable {
+    return this.#core.table as LockTable;
+  }
+
   /** The slot this mutex lives in. */
   readonly slot: number;
   /** The name it was reached by, or its slot index. */

@@ -40,6 +40,7 @@
  * Waiting is not fair and need not be: there is nothing to take turns at.
  */
 import type { TableCore, WatchedTable } from './core.js';
+import type { LockTable } from './table.js';
 import { cycleThrough } from './deadlock.js';
 import { defineKind } from './kinds.js';
 import { F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, KIND_ONCE, S_STATE, T_WAIT_SLOT, threadBase } from './layout.js';
@@ -127,6 +128,11 @@ export class Once {
   readonly #words: Int32Array;
   readonly #st: number;
   readonly #base: number;
+  /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
+  get table(): LockTable {
+    return this.#core.table as LockTable;
+  }
+
   /** The slot this cell lives in. */
   readonly slot: number;
   /** The name it was reached by, or its slot index. */

@@ -25,6 +25,7 @@
  *   the way that cannot deadlock.
  */
 import type { TableCore } from './core.js';
+import type { LockTable } from './table.js';
 import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_STATE } from './layout.js';
 import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './options.js';
 import {
@@ -47,6 +48,11 @@ export class RWLock {
   readonly #core: TableCore;
   readonly #base: number;
   #sampleTick = 0;
+  /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
+  get table(): LockTable {
+    return this.#core.table as LockTable;
+  }
+
   /** The slot this lock lives in. */
   readonly slot: number;
   /** The name it was reached by, or its slot index. */

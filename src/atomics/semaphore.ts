@@ -13,6 +13,7 @@
  * say); any of them may give them back, in any split.
  */
 import type { TableCore } from './core.js';
+import type { LockTable } from './table.js';
 import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_BELL, S_STATE, T_HOLDS, threadBase } from './layout.js';
 import { type LockOptions, type Wait, checkInteger, kNoWait, parseLockOptions } from './options.js';
 import {
@@ -43,6 +44,11 @@ export class Semaphore {
   readonly #holds: number;
   readonly #pairs: Uint8Array;
   #sampleTick = 0;
+  /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
+  get table(): LockTable {
+    return this.#core.table as LockTable;
+  }
+
   /** The slot this semaphore lives in. */
   readonly slot: number;
   /** The name it was reached by, or its slot index. */

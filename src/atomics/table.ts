@@ -158,6 +158,7 @@ export class LockTable {
       threads,
       nodes: words[H_NODES],
       id,
+      table: this,
       tid: claimThread(words, threads),
       acquiring: new Uint8Array(slots),
       label: (slot) => this.#label(slot),
