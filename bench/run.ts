@@ -13,6 +13,8 @@ import { contended, handoff } from './threads.js';
 import { rwlockBench } from './rwlock.js';
 import { semaphoreBench } from './semaphore.js';
 import { conditionBench } from './condition.js';
+import { locksBench } from './locks.js';
+import { hostBench } from './host.js';
 
 const quick = process.argv.includes('--quick');
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -45,6 +47,10 @@ log('semaphore …');
 figures.push(...await semaphoreBench(quick));
 log('condition …');
 figures.push(...await conditionBench(quick));
+log('front door: locks.request() …');
+figures.push(...await locksBench(quick, log));
+log('host tier: file and SQLite backends, processes …');
+figures.push(...await hostBench(quick));
 
 const table = markdown(figures);
 const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;

@@ -153,15 +153,22 @@ function inoOf(path: string): number {
 export class FileBackend implements Backend {
   readonly kind = 'file';
   readonly location: string;
-  readonly #me = me();
+  readonly #me: Owner;
   readonly #names = new Map<string, NameFiles>();
   readonly #seq = new Float64Array(SEQ_WORDS);
   /** This process in SEQ_TURN_OWNER: 48 bits of its owner id's hash (a float64 holds them exactly). */
-  readonly #tag = parseInt(createHash('sha256').update(me().id).digest('hex').slice(0, 12), 16);
+  readonly #tag: number;
   readonly #record = Buffer.alloc(RECORD_BYTES);
 
-  constructor(dir?: string) {
+  /**
+   * `owner` is this process (identity.ts); another identity makes this
+   * instance a client of its own, as if it were another process (the
+   * bench's no-cohort anchor, and tests of the backend alone).
+   */
+  constructor(dir?: string, owner: Owner = me()) {
     this.location = openLockDir(dir);
+    this.#me = owner;
+    this.#tag = parseInt(createHash('sha256').update(owner.id).digest('hex').slice(0, 12), 16);
   }
 
   attempt(req: AttemptRequest): Attempt {
