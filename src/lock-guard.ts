@@ -13,6 +13,7 @@
 import { BroadcastChannel } from 'node:worker_threads';
 import type { QueueGrant, RequestQueue } from './atomics/queue.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
+import { acquireChannel, debug, observed, releaseChannel } from './observe.js';
 
 export type LockMode = 'exclusive' | 'shared';
 export type LockScope = 'thread' | 'host';
@@ -129,10 +130,12 @@ export class LockGuard extends Lock {
   readonly #state: LossState;
   readonly #onLost: LossHandler | undefined;
   readonly #holdings: Array<Holding | undefined>;
+  /** performance.now() at the grant while somebody observes (observe.ts), else 0. */
+  readonly #since: number;
   #held = true;
 
-  /** @internal */
-  constructor(name: string, scope: LockScope, queue: RequestQueue, grant: QueueGrant, onLost: LossHandler | undefined) {
+  /** @internal `waitedMs`: how long the request waited, for observers. */
+  constructor(name: string, scope: LockScope, queue: RequestQueue, grant: QueueGrant, onLost: LossHandler | undefined, waitedMs = 0) {
     const state = new LossState();
     super(name, grant.mode, scope, grant.token, grant.abandoned, state);
     this.#queue = queue;
@@ -142,6 +145,12 @@ export class LockGuard extends Lock {
     listen();
     this.#holdings = holdingsOf(queue.tableId);
     this.#holdings[grant.node] = this;
+    this.#since = observed() ? performance.now() : 0;
+    if (this.#since !== 0) {
+      const event = { name, mode: grant.mode, scope, token: grant.token, abandoned: grant.abandoned, waitedMs };
+      if (acquireChannel.hasSubscribers) acquireChannel.publish(event);
+      debug('granted %s %s lock %s (token %d%s, waited %d ms)', scope, grant.mode, JSON.stringify(name), grant.token, grant.abandoned ? ', abandoned' : '', waitedMs);
+    }
   }
 
   /** False once released (or lost). */
@@ -172,6 +181,11 @@ export class LockGuard extends Lock {
     this.#held = false;
     this.#holdings[this.#grant.node] = undefined;
     this.#queue.release(this.#grant);
+    if (this.#since !== 0) {
+      const heldMs = performance.now() - this.#since;
+      if (releaseChannel.hasSubscribers) releaseChannel.publish({ name: this.name, mode: this.mode, scope: this.scope, token: this.token, heldMs });
+      debug('released %s %s lock %s (token %d, held %d ms)', this.scope, this.mode, JSON.stringify(this.name), this.token, heldMs);
+    }
     return this.#state.lost;
   }
 

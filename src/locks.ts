@@ -19,6 +19,7 @@ import { hostQuery, hostQueue, kDefaultTtl, onHostLoss } from './bridge/host.js'
 import {
   ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
 } from './errors.js';
+import { contentionChannel, debug, observed } from './observe.js';
 
 export interface LockRequestOptions {
   /** `'exclusive'`: one holder at a time; `'shared'`: any number of shared holders, no exclusive one. @default 'exclusive' */
@@ -161,9 +162,20 @@ function checkName(name: unknown): asserts name is string {
   if (typeof name !== 'string') throw new ERR_INVALID_ARG_TYPE('name', 'a string', name);
 }
 
-function guardOf(name: string, parsed: Parsed, q: RequestQueue, grant: QueueGrant | null): LockGuard | null {
-  return grant === null ? null : new LockGuard(name, parsed.scope, q, grant, parsed.onLost);
+function guardOf(name: string, parsed: Parsed, q: RequestQueue, grant: QueueGrant | null, waitedMs = 0): LockGuard | null {
+  return grant === null ? null : new LockGuard(name, parsed.scope, q, grant, parsed.onLost, waitedMs);
 }
+
+/** Tell observers a request has to wait; the time it began waiting (0 when nobody observes). */
+function contended(name: string, parsed: Parsed): number {
+  if (!observed()) return 0;
+  const { mode } = parsed.request, { scope } = parsed;
+  if (contentionChannel.hasSubscribers) contentionChannel.publish({ name, mode, scope });
+  debug('waiting for %s %s lock %s', scope, mode, JSON.stringify(name));
+  return performance.now();
+}
+
+const since = (start: number) => (start === 0 ? 0 : performance.now() - start);
 
 /**
  * Take the lock `name`, blocking this thread until it is granted (or
@@ -176,7 +188,8 @@ function lockSync(name: string, options?: LockRequestOptions): LockGuard | null 
   checkName(name);
   const parsed = parseOptions(name, options);
   const q = queueOf(parsed.scope, keyOf(name));
-  return guardOf(name, parsed, q, q.requestSync(parsed.request));
+  const start = observed() ? performance.now() : 0;
+  return guardOf(name, parsed, q, q.requestSync(parsed.request), since(start));
 }
 
 /** Take the lock `name` without blocking the event loop: a guard, or null with `ifAvailable`. */
@@ -185,7 +198,9 @@ async function lock(name: string, options?: LockRequestOptions): Promise<LockGua
   const parsed = parseOptions(name, options);
   const q = queueOf(parsed.scope, keyOf(name));
   const r = q.request(parsed.request);
-  return guardOf(name, parsed, q, r instanceof Promise ? await abortedWithReason(r, parsed.request.wait.signal) : r);
+  if (!(r instanceof Promise)) return guardOf(name, parsed, q, r);
+  const start = contended(name, parsed);
+  return guardOf(name, parsed, q, await abortedWithReason(r, parsed.request.wait.signal), since(start));
 }
 
 /** An aborted request rejects with the signal's own reason, as the spec's request() does. */
@@ -229,8 +244,15 @@ function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callba
     };
     const run = async (): Promise<Awaited<T>> => {
       const r = q.request(parsed.request);
-      const grant = r instanceof Promise ? await abortedWithReason(r, signal) : r;
-      const guard = grant === null ? null : new LockGuard(name, parsed.scope, q, grant, onLost);
+      let grant: QueueGrant | null, waitedMs = 0;
+      if (r instanceof Promise) {
+        const start = contended(name, parsed);
+        grant = await abortedWithReason(r, signal);
+        waitedMs = since(start);
+      } else {
+        grant = r;
+      }
+      const guard = grant === null ? null : new LockGuard(name, parsed.scope, q, grant, onLost, waitedMs);
       try {
         // The callback never runs inside request() itself, and an abort
         // signalled before it runs still wins (the lock is given back).

@@ -17,7 +17,6 @@
  * which watches the backend, rings it on a change, or until the backend's
  * retryAt (a lease running out, a liveness poll), or its deadline.
  */
-import { debuglog } from 'node:util';
 import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
 import { join } from 'node:path';
 import { LockTable, createBuffer } from '../atomics/table.js';
@@ -37,8 +36,8 @@ import { SqliteBackend } from './sqlite.js';
 import { me, monotonicMs, wallClock } from './identity.js';
 import { HOST_TABLE_KEY, ensureKeeper } from './keeper.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+import { debug, hostEvent } from '../observe.js';
 
-const debug = debuglog('latchkey');
 
 /** Host leases, ms, unless a request says otherwise (`ttl`). */
 export const kDefaultTtl = 10_000;
@@ -120,10 +119,13 @@ class Escalation {
     if (r.granted) {
       this.#unwatch();
       ensureKeeper(w); // it renews the lease, and lets the grant linger
+      if (r.previousDied) hostEvent('takeover', name, { token: r.token });
+      else if (debug.enabled) hostEvent('grant', name, { token: r.token, mode: this.mode });
       return { granted: { token: r.token, expires: r.expires, previousDied: r.previousDied } };
     }
     if (this.once) return this.end({ gaveUp: 'unavailable' });
     if (performance.now() >= this.wait.deadline) return this.end({ failed: new ERR_LOCK_TIMEOUT(JSON.stringify(name), this.wait.timeout) });
+    if (!this.#watching && debug.enabled) hostEvent('wait', name, { retryInMs: r.retryAt - wallClock() });
     this.#watch();
     return { bell, until: Math.min(this.wait.deadline, performance.now() + Math.max(0, r.retryAt - wallClock())) };
   }
@@ -193,6 +195,7 @@ function releaseOuter(q: RequestQueue): void {
       return;
     }
     void b.release(name, f64(q, A_OUTER_TOKEN), false);
+    if (covers) hostEvent('handoff', name, { token: f64(q, A_OUTER_TOKEN) }); // local requests wait: others go first
   } catch (err) {
     // The lease runs out by itself; the others take it then.
     debug('could not give back host lock %s: %s', name, (err as Error).message);
@@ -241,6 +244,7 @@ export function renewOuter(q: RequestQueue, force: boolean): void {
     }
     if ('expires' in r) {
       q.pool.f64[(a + A_OUTER_EXPIRES) >> 1] = r.expires;
+      if (debug.enabled) hostEvent('renew', q.name as string, { token: f64(q, A_OUTER_TOKEN), expires: r.expires });
       return { value: undefined, action: 0 };
     }
     w[a + A_OUTER_FLAGS] |= OUTER_COMPROMISED;
@@ -252,7 +256,7 @@ export function renewOuter(q: RequestQueue, force: boolean): void {
     return { value: undefined, action: 0 };
   });
   if (lost !== undefined) {
-    debug('host lock %s lost (%s): %s', q.name, lost.reason, lost.detail);
+    hostEvent('lost', q.name as string, { reason: lost.reason, detail: lost.detail });
     lossHook(q.tableId, lost.nodes, lost.reason, lost.detail);
   }
 }
