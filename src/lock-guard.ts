@@ -12,13 +12,13 @@
  */
 import { BroadcastChannel } from 'node:worker_threads';
 import type { QueueGrant, RequestQueue } from './atomics/queue.js';
+import { LOSS_CHANNEL, type LossMessage, type LossReason, broadcastLoss } from './loss.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
 import { acquireChannel, debug, observed, releaseChannel } from './observe.js';
 
 export type LockMode = 'exclusive' | 'shared';
 export type LockScope = 'thread' | 'host';
-/** Why a held lock was lost. */
-export type LossReason = 'stolen' | 'expired' | 'marker-missing' | 'owner-changed' | 'renew-failed';
+export type { LossReason };
 
 /** Whether a held lock is still held, and its `signal`, made only when asked for (an AbortController costs more than a lock). */
 class LossState {
@@ -81,7 +81,7 @@ let channel: BroadcastChannel | undefined;
 
 function listen(): void {
   if (channel !== undefined) return;
-  channel = new BroadcastChannel('latchkey:lost');
+  channel = new BroadcastChannel(LOSS_CHANNEL);
   // Never keeps a thread alive: a thread with nothing else to do has no held lock to be told about.
   channel.unref();
   channel.onmessage = (event) => {
@@ -91,12 +91,6 @@ function listen(): void {
   };
 }
 
-interface LossMessage {
-  table: string;
-  nodes: number[];
-  reason: LossReason;
-  detail: string;
-}
 
 /** Tell the holders of `nodes` (in any thread of the process) that their locks are lost. */
 export function announceLoss(table: string, nodes: number[], reason: LossReason, detail: string): void {
@@ -106,9 +100,7 @@ export function announceLoss(table: string, nodes: number[], reason: LossReason,
     if (mine !== undefined) mine.lose(reason, detail);
     else elsewhere.push(node);
   }
-  if (elsewhere.length === 0) return;
-  listen();
-  channel!.postMessage({ table, nodes: elsewhere, reason, detail } satisfies LossMessage);
+  if (elsewhere.length > 0) broadcastLoss({ table, nodes: elsewhere, reason, detail });
 }
 
 /**

@@ -13,6 +13,7 @@
  * on a host lock.
  */
 import type { LockMode } from '../atomics/queue.js';
+import type { LossReason } from '../loss.js';
 
 export type MaybePromise<T> = T | Promise<T>;
 
@@ -50,7 +51,7 @@ export type Attempt =
   };
 
 /** Why a renewal found the grant gone. */
-export type CompromiseReason = 'expired' | 'marker-missing' | 'owner-changed' | 'stolen' | 'renew-failed';
+export type CompromiseReason = LossReason;
 
 export type Renewal = { readonly expires: number } | { readonly lost: CompromiseReason; readonly detail: string };
 

@@ -37,6 +37,7 @@ import { me, monotonicMs, wallClock } from './identity.js';
 import { HOST_TABLE_KEY, ensureKeeper } from './keeper.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 import { debug, hostEvent } from '../observe.js';
+import { broadcastLoss } from '../loss.js';
 
 
 /** Host leases, ms, unless a request says otherwise (`ttl`). */
@@ -214,9 +215,13 @@ function giveBack(slot: number, abandoned: boolean): void {
 
 // --- the lease keeper's work (keeper.ts runs it in its own thread) ---------------
 
-/** Loss of host grants, told to the front door (its holders' signals and promises). */
+/**
+ * Loss of host grants, told to their holders (signals, promises,
+ * onCompromised). The front door sets it in the threads that hold locks;
+ * elsewhere (the lease keeper) the news goes out on the loss channel.
+ */
 export type LossHook = (tableId: string, nodes: number[], reason: CompromiseReason, detail: string) => void;
-let lossHook: LossHook = () => {};
+let lossHook: LossHook = (table, nodes, reason, detail) => broadcastLoss({ table, nodes, reason, detail });
 export function onHostLoss(hook: LossHook): void {
   lossHook = hook;
 }

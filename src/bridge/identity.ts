@@ -21,12 +21,18 @@ export interface Owner {
   readonly host: string;
 }
 
-/** Start time of `pid` as /proc shows it, or '' (no such process, or no /proc). */
+/**
+ * Start time of `pid` as /proc shows it, or '' (no such process, or no
+ * /proc); 'dead' for a process that has exited and not been reaped yet (a
+ * zombie keeps its pid and start time, but holds nothing any more).
+ */
 export function startOf(pid: number): string {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     // Field 2 (comm) is in parentheses and may hold spaces or ')': count from the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return 'dead';
+    return fields[19] ?? '';
   } catch {
     return '';
   }
@@ -66,9 +72,9 @@ export function provablyDead(owner: Pick<Owner, 'pid' | 'start' | 'boot' | 'host
     // ESRCH: no such process. EPERM: alive, another user's.
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
-  if (owner.start === '') return false;
   const now = startOf(owner.pid);
-  return now !== '' && now !== owner.start;
+  if (now === 'dead') return true;
+  return owner.start !== '' && now !== '' && now !== owner.start;
 }
 
 /** Epoch ms: the clock every process of a host shares, for lease expiry (a clock step moves every lease with it). */

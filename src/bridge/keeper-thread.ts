@@ -60,12 +60,13 @@ function round(): number {
     seen.add(name);
     if (!watched.has(name)) watched.set(name, backend.watch(name, () => onChange(q)));
   }
-  return due;
   for (const [name, unwatch] of watched) {
     if (seen.has(name)) continue;
     unwatch();
     watched.delete(name);
+    checked.delete(name);
   }
+  return due;
 }
 
 Atomics.store(words, H_KEEPER, KEEPER_RUNNING);
