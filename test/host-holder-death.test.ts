@@ -1,0 +1,203 @@
+// Host scope: a holder process that dies (SIGKILL) gives the lock up at once
+// (not at the end of its lease), and the next holder is told (abandoned)
+// and gets a larger token. File backend: records crafted by hand, laid out
+// as file.ts does, for a reused pid (taken over at once) and for a holder
+// that cannot be proved dead (another host, or no start time: taken over
+// only when its lease runs out).
+import { afterEach, describe, expect, test } from 'vitest';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join } from 'node:path';
+import { encodeName } from '../src/bridge/file-dir.js';
+import { RECORD_BYTES } from '../src/bridge/file.js';
+import { type Backend, cleanup, freshDir, hostChild, hostFixture, hr, msBetween } from './fixtures/host-util.js';
+
+afterEach(cleanup);
+
+describe.each(['file', 'sqlite'] as const)('host holder death (%s backend)', (backend: Backend) => {
+  test('a waiting process gets the lock within 1 s of the holder\'s SIGKILL, abandoned, with a larger token', async () => {
+    const dir = freshDir();
+    const [holder, waiter] = await Promise.all([hostChild(backend, dir), hostChild(backend, dir)]);
+    // Default lease (10 s): only the death, not the lease, may let the waiter in.
+    const h = await holder.call('lock', { name: 'victim' });
+    expect(h).toMatchObject({ granted: true, abandoned: false });
+    expect(await waiter.call('request', { key: 'w', name: 'victim', opts: { timeout: 15_000 } })).toMatchObject({ queued: true });
+    await waiter.call('ping');
+    expect(waiter.seen((m) => m.ev === 'granted')).toBe(false);
+    const killedAt = hr();
+    holder.kill('SIGKILL');
+    const g = await waiter.next((m) => m.ev === 'granted' && m.key === 'w', 10_000, 'the grant');
+    expect(msBetween(killedAt, g.at)).toBeLessThan(1000);
+    expect(g.abandoned).toBe(true);
+    expect(g.token).toBeGreaterThan(h.token);
+    expect((await holder.exited).signal).toBe('SIGKILL');
+    await waiter.call('release', { key: 'w' });
+    expect(await waiter.next((m) => m.ev === 'settled' && m.key === 'w')).toMatchObject({ ok: true, value: 'done' });
+    // The news is told once: the grant after that is not abandoned.
+    const again = await waiter.call('lock', { name: 'victim', opts: { timeout: 5000 } });
+    expect(again).toMatchObject({ granted: true, abandoned: false });
+    expect(again.token).toBeGreaterThan(g.token);
+  }, 30_000);
+
+  test('a process that asks right after the SIGKILL gets it within 1 s, abandoned', async () => {
+    const dir = freshDir();
+    const [holder, next] = await Promise.all([hostChild(backend, dir), hostChild(backend, dir)]);
+    const h = await holder.call('request', { key: 'h', name: 'victim' });
+    expect(h).toMatchObject({ queued: true });
+    const hg = await holder.next((m) => m.ev === 'granted' && m.key === 'h');
+    const killedAt = hr();
+    holder.kill('SIGKILL');
+    const g = await next.call('lock', { name: 'victim', opts: { timeout: 15_000 } }, 20_000);
+    expect(g).toMatchObject({ granted: true, abandoned: true });
+    expect(msBetween(killedAt, g.at)).toBeLessThan(1000);
+    expect(g.token).toBeGreaterThan(hg.token);
+  }, 30_000);
+
+  test('two processes wait: exactly one of them is told the holder died', async () => {
+    const dir = freshDir();
+    const [holder, w1, w2] = await Promise.all([hostChild(backend, dir), hostChild(backend, dir), hostChild(backend, dir)]);
+    const h = await holder.call('lock', { name: 'victim' });
+    expect(h).toMatchObject({ granted: true });
+    for (const w of [w1, w2]) {
+      expect(await w.call('request', { key: 'w', name: 'victim', opts: { timeout: 15_000 } })).toMatchObject({ queued: true });
+    }
+    const killedAt = hr();
+    holder.kill('SIGKILL');
+    const first = await Promise.race([w1, w2].map((w) => w.peek((m) => m.ev === 'granted', 10_000, 'a grant').then((m) => ({ w, m }))));
+    expect(msBetween(killedAt, first.m.at)).toBeLessThan(1000);
+    const other = first.w === w1 ? w2 : w1;
+    expect(other.seen((m) => m.ev === 'granted')).toBe(false);
+    await first.w.call('release', { key: 'w' });
+    const second = await other.next((m) => m.ev === 'granted', 10_000, 'the second grant');
+    expect([first.m.abandoned, second.abandoned]).toEqual([true, false]);
+    expect(first.m.token).toBeGreaterThan(h.token);
+    expect(second.token).toBeGreaterThan(first.m.token);
+    expect(second.at).toBeGreaterThan(first.m.at);
+  }, 30_000);
+
+  test('a holder killed but never reaped (a zombie: its parent does not wait for it) is dead too', async () => {
+    const dir = freshDir();
+    // sh starts the holder in the background and becomes `sleep`, which never reaps it.
+    const sh = spawn('sh', ['-c', `"${process.execPath}" "${hostFixture('host-zombie-holder')}" zombie & exec sleep 60`], {
+      env: { ...process.env, LATCHKEY_DIR: dir, LATCHKEY_BACKEND: backend }, stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let zombiePid = 0;
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        sh.stdout!.setEncoding('utf8');
+        sh.stdout!.on('data', (d: string) => {
+          buf += d;
+          if (buf.includes('\n')) resolve(buf.slice(0, buf.indexOf('\n')));
+        });
+        sh.once('exit', () => reject(new Error(`sh exited before the holder reported: ${buf}`)));
+        setTimeout(() => reject(new Error('the holder did not report')), 15_000);
+      });
+      const { pid, token } = JSON.parse(line) as { pid: number; token: number };
+      zombiePid = pid;
+      const waiter = await hostChild(backend, dir);
+      process.kill(pid, 'SIGKILL');
+      const killedAt = hr();
+      // It is a zombie now (state Z), its pid still taken.
+      for (let i = 0; i < 200; i++) {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+        if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+      expect(stat.slice(stat.lastIndexOf(')') + 2)[0]).toBe('Z');
+      // The holder's lease is 30 s: only its death may let the waiter in.
+      const g = await waiter.call('lock', { name: 'zombie', opts: { timeout: 4000 } }, 10_000);
+      expect(g, 'a zombie holder is provably dead: its lock should be taken over at once').toMatchObject({ granted: true, abandoned: true });
+      expect(msBetween(killedAt, g.at)).toBeLessThan(1000);
+      expect(g.token).toBeGreaterThan(token);
+    } finally {
+      if (zombiePid > 0) {
+        try {
+          process.kill(zombiePid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+      sh.kill('SIGKILL'); // the zombie is reaped by init then
+    }
+  }, 30_000);
+});
+
+// --- hand-made records (file backend) -------------------------------------------
+
+const bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim();
+
+function startOf(pid: number): string {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+interface Fake { pid: number; start: string; host: string; boot?: string; token: number; expires: number; ttl: number }
+
+/**
+ * Lay out the name directory as file.ts does for an exclusive holder:
+ * `<dir>/<encodeName(name)>/` with `name`, `seq` (float64s: last token, flags,
+ * readers, turn owner, turn since), the holder's record `o-<id>` (RECORD_BYTES
+ * of JSON padded with spaces) and the gate `x`, a hard link to the record.
+ */
+function fakeHolder(dir: string, name: string, f: Fake): { nameDir: string; id: string } {
+  const nameDir = join(dir, encodeName(name));
+  fs.mkdirSync(nameDir, { mode: 0o700 });
+  fs.writeFileSync(join(nameDir, 'name'), name, { mode: 0o600 });
+  fs.writeFileSync(join(nameDir, 'seq'), Buffer.from(new Float64Array([f.token, 0, 0, 0, 0]).buffer), { mode: 0o600 });
+  const id = `${f.pid}-${f.start || 'nostart'}-feedbeef`;
+  const now = Date.now();
+  const rec = {
+    v: 1, id, pid: f.pid, start: f.start, boot: f.boot ?? bootId, host: f.host, mode: 'exclusive', state: 'held',
+    token: f.token, expires: f.expires, ttl: f.ttl, since: 0, at: now,
+  };
+  const json = JSON.stringify(rec);
+  expect(json.length).toBeLessThan(RECORD_BYTES);
+  const o = join(nameDir, `o-${id}`);
+  fs.writeFileSync(o, json.padEnd(RECORD_BYTES, ' '), { mode: 0o600 });
+  fs.linkSync(o, join(nameDir, 'x'));
+  return { nameDir, id };
+}
+
+describe('host holder death, hand-made file records', () => {
+  test.each([
+    ['this test process', () => process.pid],
+    ['pid 1', () => 1],
+  ])('a record of a live pid (%s) with another start time is a reused pid: granted at once', async (_what, pidOf) => {
+    const dir = freshDir();
+    const pid = pidOf();
+    expect(startOf(pid)).not.toBe('1');
+    // The lease would last a minute: only the pid check can let anyone in.
+    fakeHolder(dir, 'reused', { pid, start: '1', host: os.hostname(), token: 5, expires: Date.now() + 60_000, ttl: 60_000 });
+    const c = await hostChild('file', dir);
+    const asked = hr();
+    const g = await c.call('lock', { name: 'reused', opts: { timeout: 10_000 } }, 15_000);
+    expect(g).toMatchObject({ granted: true, abandoned: true });
+    expect(msBetween(asked, g.at)).toBeLessThan(1000);
+    expect(Math.floor(g.token / 1000)).toBe(6); // seq said 5: the next backend token
+  }, 20_000);
+
+  test.each([
+    ['on another host', { host: 'some-other-host.invalid', pid: 1, start: '1' }],
+    ['of a live pid whose start time is unknown', { host: os.hostname(), pid: 1, start: '' }],
+  ])('a record %s cannot be proved dead: not taken before its lease ends, taken after (abandoned)', async (_what, who) => {
+    const dir = freshDir();
+    const ttl = 1500;
+    const c = await hostChild('file', dir);
+    const other = await hostChild('file', dir);
+    const expires = Date.now() + ttl;
+    fakeHolder(dir, 'foreign', { ...who, token: 41, expires, ttl });
+    const w = await c.call('request', { key: 'w', name: 'foreign', opts: { timeout: 15_000 } });
+    expect(w).toMatchObject({ queued: true });
+    // Before the lease ends: busy for everyone.
+    const probe = await other.call('lock', { name: 'foreign', opts: { ifAvailable: true } });
+    if (Date.now() < expires - 50) expect(probe).toMatchObject({ granted: false });
+    const g = await c.next((m) => m.ev === 'granted' && m.key === 'w', 10_000, 'the grant after the lease');
+    expect(g.wall).toBeGreaterThanOrEqual(expires);
+    expect(g.wall).toBeLessThan(expires + 3000);
+    expect(g.abandoned).toBe(true);
+    expect(Math.floor(g.token / 1000)).toBe(42);
+  }, 20_000);
+});
