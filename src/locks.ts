@@ -9,8 +9,8 @@
  * scope in the bridge's table, whose queues take a host lock before they
  * grant (bridge/host.ts).
  */
-import { getEnvironmentData, isMainThread, setEnvironmentData, threadId } from 'node:worker_threads';
-import { LockTable, createBuffer } from './atomics/table.js';
+import { threadId } from 'node:worker_threads';
+import { LockTable, createBuffer, shareWithProcess } from './atomics/table.js';
 import type { QueueGrant, QueueRequest, RequestQueue } from './atomics/queue.js';
 import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
 import { onStolen } from './atomics/queue.js';
@@ -71,16 +71,13 @@ const kSlots = 4096;
 const kRequests = 8192;
 const kThreads = 256;
 
-if (isMainThread && !(getEnvironmentData(ENV_KEY) instanceof SharedArrayBuffer)) {
-  setEnvironmentData(ENV_KEY, createBuffer(kSlots, kThreads, kRequests));
-}
+const threadBuffer = shareWithProcess(ENV_KEY, () => createBuffer(kSlots, kThreads, kRequests));
 
 let threadTable: LockTable | undefined;
 function threadScope(): LockTable {
   if (threadTable !== undefined) return threadTable;
-  const buffer = getEnvironmentData(ENV_KEY);
-  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_NO_DEFAULT_TABLE();
-  return (threadTable = LockTable.attach(buffer));
+  if (threadBuffer === undefined) throw new ERR_LOCK_NO_DEFAULT_TABLE();
+  return (threadTable = LockTable.attach(threadBuffer));
 }
 
 const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, RequestQueue>() };

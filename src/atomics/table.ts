@@ -447,18 +447,23 @@ export class LockTable {
   }
 }
 
-// The default table exists from the moment latchkey is imported in the main
-// thread, so every worker started later inherits it, whoever starts it. If
-// another copy of latchkey already made one, use that one. Every thread that
-// loads latchkey watches it, joined or not, to recover the workers it starts.
-if (isMainThread && !(getEnvironmentData(ENV_KEY) instanceof SharedArrayBuffer)) {
-  setEnvironmentData(ENV_KEY, createBuffer(kDefaultSlots, kDefaultThreads));
+/**
+ * A table every thread of the process shares, under worker_threads
+ * environment data `key`: the main thread makes it (`make`) when latchkey
+ * is first imported, so every worker started after that inherits it,
+ * whoever starts it (if another copy of latchkey made one already, that
+ * one is used). Every thread that loads latchkey watches it, joined or
+ * not, to recover the workers it starts. Returns its buffer, or undefined
+ * in a worker started before the main thread imported latchkey.
+ * @internal
+ */
+export function shareWithProcess(key: string, make: () => SharedArrayBuffer): SharedArrayBuffer | undefined {
+  if (isMainThread && !(getEnvironmentData(key) instanceof SharedArrayBuffer)) setEnvironmentData(key, make());
+  const buffer = getEnvironmentData(key);
+  if (!(buffer instanceof SharedArrayBuffer)) return undefined;
+  const words = validate(buffer), id = identityOf(words);
+  watchTable(id, { words, slots: words[H_SLOTS], threads: words[H_THREADS], nodes: words[H_NODES], id, label: (slot) => `#${slot}` });
+  return buffer;
 }
-{
-  const buffer = getEnvironmentData(ENV_KEY);
-  if (buffer instanceof SharedArrayBuffer) {
-    const words = validate(buffer);
-    const id = identityOf(words);
-    watchTable(id, { words, slots: words[H_SLOTS], threads: words[H_THREADS], nodes: words[H_NODES], id, label: (slot) => `#${slot}` });
-  }
-}
+
+shareWithProcess(ENV_KEY, () => createBuffer(kDefaultSlots, kDefaultThreads));

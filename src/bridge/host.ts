@@ -17,9 +17,9 @@
  * which watches the backend, rings it on a change, or until the backend's
  * retryAt (a lease running out, a liveness poll), or its deadline.
  */
-import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
+import { isMainThread } from 'node:worker_threads';
 import { join } from 'node:path';
-import { LockTable, createBuffer } from '../atomics/table.js';
+import { LockTable, createBuffer, shareWithProcess } from '../atomics/table.js';
 import { H_KEEPER_BELL, H_NAMED, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_BELL, S_USE, TABLE_GATED, slotBase } from '../atomics/layout.js';
 import type { Wait } from '../atomics/options.js';
 import { type LockMode, type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../atomics/queue.js';
@@ -43,14 +43,11 @@ import { broadcastLoss } from '../loss.js';
 /** Host leases, ms, unless a request says otherwise (`ttl`). */
 export const kDefaultTtl = 10_000;
 
-const ENV_KEY = HOST_TABLE_KEY;
 const kSlots = 1024;
 const kThreads = 256;
 const kRequests = 4096;
 
-if (isMainThread && !(getEnvironmentData(ENV_KEY) instanceof SharedArrayBuffer)) {
-  setEnvironmentData(ENV_KEY, createBuffer(kSlots, kThreads, kRequests, TABLE_GATED));
-}
+const hostBuffer = shareWithProcess(HOST_TABLE_KEY, () => createBuffer(kSlots, kThreads, kRequests, TABLE_GATED));
 
 let table: LockTable | undefined;
 let backend: Backend | undefined;
@@ -58,11 +55,10 @@ let backend: Backend | undefined;
 /** This thread's view of the process's host table; sets up the outer lock the first time. */
 export function hostTable(): LockTable {
   if (table !== undefined) return table;
-  const buffer = getEnvironmentData(ENV_KEY);
-  if (!(buffer instanceof SharedArrayBuffer)) {
+  if (hostBuffer === undefined) {
     throw new ERR_LOCK_BACKEND('host', 'this worker started before latchkey was imported in the main thread');
   }
-  table = LockTable.attach(buffer);
+  table = LockTable.attach(hostBuffer);
   const id = LockTable.unsafeExposeInternals(table).core.id;
   setOuterLock(id, outerLock);
   setOuterRecovery(id, { giveBack: (_t, slot, abandoned) => giveBack(slot, abandoned) });
@@ -336,9 +332,8 @@ if (!isMainThread) process.once('exit', () => backend?.close());
 // records: the others need not wait for the pid check to see it gone.
 if (isMainThread) {
   process.on('exit', () => {
-    const buffer = getEnvironmentData(ENV_KEY);
     // No name in the table: no thread of this process used a host lock.
-    if (!(buffer instanceof SharedArrayBuffer) || new Int32Array(buffer)[H_NAMED] === 0) return;
+    if (hostBuffer === undefined || new Int32Array(hostBuffer)[H_NAMED] === 0) return;
     try {
       const names: string[] = [];
       for (const { q } of hostQueues()) {
