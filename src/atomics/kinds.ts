@@ -30,10 +30,13 @@ export function defineKind(kind: number, ops: KindOps): void {
 
 /**
  * Recovery that needs the whole table at once (a request queue's nodes are
- * found by owner across the node pool, not slot by slot). Each returns how
- * many holds it released.
+ * found by owner across the node pool, not slot by slot). It returns how
+ * many holds it released, and `retry` when part of the work must wait (a
+ * latch held by another thread, perhaps one that died too and whose own
+ * recovery has not run yet): the dead thread's entry stays reserved until
+ * `retry()` answers true.
  */
-export type TableRecovery = (table: WatchedTable, tid: number) => number;
+export type TableRecovery = (table: WatchedTable, tid: number) => { released: number; retry?: () => boolean };
 export const tableRecoveries: TableRecovery[] = [];
 
 export function defineTableRecovery(fn: TableRecovery): void {

@@ -42,6 +42,9 @@
  *   T_PARENT       Node threadId + 1 of the thread that started this one (as
  *                  far as latchkey knows), so a parent's death recovers the
  *                  workers that died with it
+ *   T_OSTID        the thread's OS thread id (Linux /proc/thread-self), 0
+ *                  where unknown: a thread whose task is gone from
+ *                  /proc/self/task is provably dead before its 'exit' event
  *   T_HOLDS …      HOLDS_MAX pairs (slot + 1, count): what the thread holds
  *                  that no state word can name, because many threads hold it
  *                  at once (rwlock read shares, semaphore permits, barrier
@@ -86,6 +89,7 @@ export const HEADER_WORDS = 16;
 export const T_LIVE = 0;
 export const T_WAIT_SLOT = 1;
 export const T_PARENT = 2;
+export const T_OSTID = 3;
 export const T_HOLDS = 8;
 export const HOLDS_MAX = 16;
 export const THREAD_WORDS = T_HOLDS + HOLDS_MAX * 2;

@@ -16,10 +16,11 @@ import { defineTableRecovery } from './kinds.js';
 import { H_FLAGS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_USE, TABLE_GATED, nodeRegionOf, slotBase } from './layout.js';
 import {
   ACT_RELEASE_OUTER, A_OUTER, A_OUTER_ACTOR, A_OUTER_FLAGS, A_OUTER_NODE, FREE, LATCH_OWNER, N_OWNER, N_STATE,
-  OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, anchorOf, latch, latchWord, nodeAt, nodesOf, poolOf, repair,
+  type NodePool, OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, anchorOf, latchWord, nodeAt, nodesOf, poolOf, repair,
   settle, unlatch, wakeAll,
 } from './queue-word.js';
 import { debuglog } from 'node:util';
+import { recoverIfGone } from './threads.js';
 
 const debug = debuglog('latchkey');
 
@@ -39,8 +40,8 @@ export function setOuterRecovery(id: string, recovery: OuterRecovery): void {
   outerRecoveries.set(id, recovery);
 }
 
-function recoverQueues(table: WatchedTable, dead: number): number {
-  if (table.nodes === 0) return 0;
+function recoverQueues(table: WatchedTable, dead: number): { released: number; retry?: () => boolean } {
+  if (table.nodes === 0) return { released: 0 };
   const pool = poolOf(table, nodeRegionOf(table.slots, table.threads), table.nodes), w = table.words;
   const { slots, nodes } = nodesOf(pool, dead);
   for (let slot = 0; slot < table.slots; slot++) {
@@ -48,33 +49,68 @@ function recoverQueues(table: WatchedTable, dead: number): number {
     if (((Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT) !== KIND_QUEUE) continue;
     if ((Atomics.load(w, latchWord(pool, slot)) & LATCH_OWNER) === dead) slots.add(slot);
   }
-  const gated = (w[H_FLAGS] & TABLE_GATED) !== 0;
   let released = 0;
-  for (const slot of slots) {
-    const a = anchorOf(pool, slot), at = latchWord(pool, slot);
-    // Act as the dead thread: it may hold the latch already, and nobody else
-    // can be given its tid until its entry is freed after this.
-    if ((Atomics.load(w, at) & LATCH_OWNER) !== dead) latch(w, at, dead);
-    let held = false;
-    try {
-      held = repair(pool, slot, a, dead);
-      if (held) released++;
-      if (gated) recoverOuter(table, pool, slot, a, dead, held);
-      else settle(pool, slot, a, false, dead, []);
-    } finally {
-      unlatch(w, at, dead);
+  let blocked = [...slots];
+  const attempt = (): boolean => {
+    blocked = blocked.filter((slot) => {
+      const r = recoverSlot(table, pool, slot, dead);
+      if (r === BLOCKED) return true;
+      released += r;
+      return false;
+    });
+    if (blocked.length > 0) return false;
+    // Only now: a repair must still see the dead thread's nodes to leave them out.
+    for (const node of nodes) {
+      Atomics.store(w, nodeAt(pool, node) + N_STATE, FREE);
+      Atomics.store(w, nodeAt(pool, node) + N_OWNER, 0);
     }
-    wakeAll(pool, slot);
-    debug('recovered request queue %s from dead thread (tid %d)%s', table.label(slot), dead, held ? ': abandoned' : '');
-  }
-  for (const node of nodes) {
-    Atomics.store(w, nodeAt(pool, node) + N_STATE, FREE);
-    Atomics.store(w, nodeAt(pool, node) + N_OWNER, 0);
-  }
-  return released;
+    return true;
+  };
+  if (attempt()) return { released };
+  return { released, retry: attempt };
 }
 
-function recoverOuter(table: WatchedTable, pool: ReturnType<typeof poolOf>, slot: number, a: number, dead: number, held: boolean): void {
+const BLOCKED = -1;
+/** How long recovery waits for a latch another thread holds before it comes back later. */
+const LATCH_WAIT_MS = 2;
+
+/**
+ * Take the latch at `at` for `dead`; false if another thread keeps it past
+ * LATCH_WAIT_MS. A holder whose OS thread is gone (it died too, its 'exit'
+ * event not delivered yet) is recovered first, here.
+ */
+function latchFor(table: WatchedTable, at: number, dead: number): boolean {
+  const w = table.words, end = performance.now() + LATCH_WAIT_MS;
+  for (;;) {
+    const s = Atomics.load(w, at), owner = s & LATCH_OWNER;
+    // Act as the dead thread: it may hold the latch already, and nobody
+    // else can be given its tid until its entry is freed after this.
+    if (owner === dead) return true;
+    if (owner === 0 && Atomics.compareExchange(w, at, s, dead | (s & ~LATCH_OWNER)) === s) return true;
+    const left = end - performance.now();
+    if (left <= 0) return recoverIfGone(table, owner) && latchFor(table, at, dead);
+    Atomics.wait(w, at, s, left);
+  }
+}
+
+/** Repair one queue for the dead thread: 1 if it held it, 0 if not, BLOCKED to come back later. */
+function recoverSlot(table: WatchedTable, pool: NodePool, slot: number, dead: number): number {
+  const w = pool.words, a = anchorOf(pool, slot), at = latchWord(pool, slot);
+  if (!latchFor(table, at, dead)) return BLOCKED;
+  let held = false;
+  try {
+    held = repair(pool, slot, a, dead);
+    if ((w[H_FLAGS] & TABLE_GATED) !== 0) recoverOuter(table, pool, slot, a, dead, held);
+    else settle(pool, slot, a, false, dead, []);
+  } finally {
+    unlatch(w, at, dead);
+  }
+  wakeAll(pool, slot);
+  debug('recovered request queue %s from dead thread (tid %d)%s', table.label(slot), dead, held ? ': abandoned' : '');
+  return held ? 1 : 0;
+}
+
+function recoverOuter(table: WatchedTable, pool: NodePool, slot: number, a: number, dead: number, held: boolean): void {
   const w = pool.words, outer = w[a + A_OUTER];
   const giveBack = (abandoned: boolean) => {
     try {

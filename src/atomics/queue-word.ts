@@ -89,6 +89,7 @@ import {
   S_STATE, slotBase,
 } from './layout.js';
 import { SpinWait } from './wait.js';
+import { finishDeferred, recoverIfGone, recoveriesDeferred } from './threads.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 
 // --- the latch -------------------------------------------------------------
@@ -96,14 +97,21 @@ import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 export const LATCH_OWNER = 0xfff;
 export const LATCH_PARKED = 1 << 24;
 
-/** Take the latch at `w[at]` for `tid`: one CAS when free. */
-export function latch(w: Int32Array, at: number, tid: number): void {
-  if (Atomics.compareExchange(w, at, 0, tid) !== 0) latchSlow(w, at, tid);
+/** A latch held this long by one thread: check whether that thread is still alive (threads.ts recoverIfGone). */
+export const LATCH_STALE_MS = 20;
+
+/**
+ * Take the latch at `w[at]` for `tid`: one CAS when free. With `core`, a
+ * holder that stays LATCH_STALE_MS is checked for death, and recovered if
+ * it died: this thread may be the one that would deliver its 'exit' event.
+ */
+export function latch(w: Int32Array, at: number, tid: number, core?: WatchedTable): void {
+  if (Atomics.compareExchange(w, at, 0, tid) !== 0) latchSlow(w, at, tid, core);
 }
 
-function latchSlow(w: Int32Array, at: number, tid: number): void {
+function latchSlow(w: Int32Array, at: number, tid: number, core: WatchedTable | undefined): void {
   const spin = new SpinWait();
-  let slept = false;
+  let slept = false, owner = 0, since = 0;
   for (;;) {
     const s = Atomics.load(w, at);
     if ((s & LATCH_OWNER) === 0) {
@@ -116,6 +124,13 @@ function latchSlow(w: Int32Array, at: number, tid: number): void {
     if ((s & LATCH_PARKED) === 0 && Atomics.compareExchange(w, at, s, s | LATCH_PARKED) !== s) continue;
     slept = true;
     Atomics.wait(w, at, s | LATCH_PARKED, 10); // a latch is held for a few µs; 10 ms bounds a lost wake
+    if (recoveriesDeferred()) finishDeferred(); // the holder may be a dead thread this one recovers
+    if ((s & LATCH_OWNER) !== owner) {
+      owner = s & LATCH_OWNER;
+      since = performance.now();
+    } else if (core !== undefined && performance.now() - since >= LATCH_STALE_MS && recoverIfGone(core, owner)) {
+      since = performance.now();
+    }
   }
 }
 

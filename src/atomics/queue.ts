@@ -18,6 +18,7 @@ import {
 } from './queue-word.js';
 import './queue-recovery.js';
 import { relax, remaining, waitAsyncUntil } from './wait.js';
+import { finishDeferred, recoveriesDeferred } from './threads.js';
 import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 
 export type LockMode = 'exclusive' | 'shared';
@@ -78,6 +79,8 @@ export function setOuterLock(id: string, outer: OuterLock): void {
 const modeBits = (mode: LockMode) => (mode === 'shared' ? MODE_SHARED : MODE_EXCLUSIVE);
 const AGAIN = 0;
 const UNAVAILABLE = 1;
+/** How often a blocking wait runs this thread's put-off recoveries while there are some. */
+const DEFERRED_POLL_MS = 2;
 /** Spin rounds before a wait parks: round n busy-waits 2^n loop turns, ~20 µs in all here. */
 const QUEUE_SPIN_ROUNDS = 15;
 
@@ -125,7 +128,7 @@ export class RequestQueue {
   /** Run `fn` under this queue's latch, then wake whom it changed and do what it asks of the outer lock. */
   withLatch<T>(fn: (wakes: Wakes) => { value: T; action: number }): T {
     const wakes: Wakes = [];
-    latch(this.#core.words, this.#latch, this.#core.tid);
+    latch(this.#core.words, this.#latch, this.#core.tid, this.#core);
     let r: { value: T; action: number };
     try {
       r = fn(wakes);
@@ -182,8 +185,11 @@ export class RequestQueue {
           if (this.#giveUp(node)) throw new ERR_LOCK_TIMEOUT(this.#core.label(this.slot), req.wait.timeout);
           break;
         }
-        switch (Atomics.wait(w, state, PENDING, remaining(req.wait.deadline))) {
-          case 'ok': case 'not-equal': case 'timed-out': continue; // the state word says what happened
+        // A recovery this thread put off may be what this wait waits for: it
+        // cannot run from the event loop while we block, so run it from here.
+        const put = recoveriesDeferred();
+        switch (Atomics.wait(w, state, PENDING, put ? Math.min(DEFERRED_POLL_MS, remaining(req.wait.deadline)) : remaining(req.wait.deadline))) {
+          case 'ok': case 'not-equal': case 'timed-out': if (put) finishDeferred(); continue; // the state word says what happened
         }
       }
     } finally {
@@ -258,7 +264,7 @@ export class RequestQueue {
   release(grant: QueueGrant): boolean {
     const w = this.#core.words, tid = this.#core.tid, wakes = this.#wakes;
     let r: { released: boolean; action: number };
-    latch(w, this.#latch, tid);
+    latch(w, this.#latch, tid, this.#core);
     try {
       r = release(this.#pool, this.slot, this.#a, grant.node, this.gated, tid, wakes);
     } finally {
@@ -293,7 +299,7 @@ export class RequestQueue {
     const tid = this.#core.tid;
     if (!this.gated && !req.steal) {
       // The uncontended path: one latch, no allocation.
-      latch(w, this.#latch, tid);
+      latch(w, this.#latch, tid, this.#core);
       let granted: boolean;
       try {
         granted = tryGrant(pool, this.slot, this.#a, node);

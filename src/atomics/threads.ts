@@ -21,11 +21,12 @@
  * them abandoned, and frees the entry only once the thread has stopped for
  * good: a tid is never reused while a state word still names it.
  */
+import { existsSync, readlinkSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { getEnvironmentData, isMainThread, setEnvironmentData, threadId, type Worker } from 'node:worker_threads';
 import type { WatchedTable } from './core.js';
 import {
-  KIND_MASK, KIND_SHIFT, S_USE, T_LIVE, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
+  KIND_MASK, KIND_SHIFT, S_USE, T_LIVE, T_OSTID, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
 } from './layout.js';
 import { takeHoldings } from './holdings.js';
 import { kindOps, tableRecoveries } from './kinds.js';
@@ -43,6 +44,15 @@ const inherited = getEnvironmentData(PARENT_KEY);
 const parentMark = !isMainThread && typeof inherited === 'number' ? liveMark(inherited) : 0;
 setEnvironmentData(PARENT_KEY, threadId);
 
+/** This thread's OS thread id, 0 where /proc/thread-self cannot say. */
+const osThreadId = (() => {
+  try {
+    return Number(readlinkSync('/proc/thread-self').split('/').pop()) || 0;
+  } catch {
+    return 0;
+  }
+})();
+
 /** Claim a registry entry for this thread. */
 export function claimThread(words: Int32Array, threads: number): number {
   const mark = liveMark(threadId);
@@ -51,6 +61,7 @@ export function claimThread(words: Int32Array, threads: number): number {
     const entry = threadBase(tid);
     if (Atomics.compareExchange(words, entry + T_LIVE, 0, mark) === 0) {
       Atomics.store(words, entry + T_PARENT, parentMark);
+      Atomics.store(words, entry + T_OSTID, osThreadId);
       return tid;
     }
   }
@@ -101,6 +112,57 @@ function hasEntry(core: WatchedTable, mark: number): boolean {
   return false;
 }
 
+function freeEntry(w: Int32Array, entry: number): void {
+  Atomics.store(w, entry + T_PARENT, 0);
+  Atomics.store(w, entry + T_OSTID, 0);
+  Atomics.store(w, entry + T_LIVE, 0);
+}
+
+/**
+ * Recover thread `tid` now if it is provably dead: its OS thread is gone
+ * from /proc/self/task (Linux; elsewhere this answers false). For a thread
+ * that waits for one whose 'exit' event it would itself deliver: blocked,
+ * it would wait forever. True if it was recovered.
+ */
+export function recoverIfGone(core: WatchedTable, tid: number): boolean {
+  const entry = threadBase(tid), os = Atomics.load(core.words, entry + T_OSTID), mark = Atomics.load(core.words, entry + T_LIVE);
+  if (os === 0 || mark <= 0 || existsSync(`/proc/self/task/${os}`)) return false;
+  debug('thread tid %d is gone (OS thread %d): recovering it without waiting for its exit event', tid, os);
+  recoverThread(core, mark, true);
+  return true;
+}
+
+/** Recoveries this thread had to put off, with the entries they keep reserved. */
+const deferred: Array<{ w: Int32Array; entry: number; retries: Array<() => boolean> }> = [];
+let deferredTimer: NodeJS.Timeout | undefined;
+
+/**
+ * Finish a recovery that had to wait, soon: from this thread's event loop
+ * (the threads it waits for may be dead too, and recovered by an event
+ * still in the queue), or from a blocking wait of this thread, which calls
+ * finishDeferred(). The entry stays T_RECOVERING, its tid unused, meanwhile.
+ */
+function finishLater(w: Int32Array, entry: number, retries: Array<() => boolean>): void {
+  deferred.push({ w, entry, retries });
+  deferredTimer ??= setTimeout(finishDeferred, 1).unref(); // an exiting process needs no recovery
+}
+
+/** Whether this thread has recoveries to finish: a blocking wait should wake now and then for them. */
+export const recoveriesDeferred = (): boolean => deferred.length > 0;
+
+/** Try the recoveries this thread put off again. */
+export function finishDeferred(): void {
+  deferredTimer = undefined;
+  for (let i = deferred.length - 1; i >= 0; i--) {
+    const d = deferred[i]!;
+    d.retries = d.retries.filter((retry) => !retry());
+    if (d.retries.length > 0) continue;
+    freeEntry(d.w, d.entry);
+    deferred.splice(i, 1);
+  }
+  if (deferred.length > 0) deferredTimer = setTimeout(finishDeferred, 1).unref();
+}
+
 /** Recover dead threads' locks in `table` (identified by `id`) from now on. */
 export function watchTable(id: string, table: WatchedTable): void {
   watched.set(id, table);
@@ -132,14 +194,20 @@ export function recoverThread(core: WatchedTable, mark: number, stopped: boolean
       released++;
       debug('gave back %d of %s held by dead thread %d (tid %d)', count, core.label(slot), mark - 1, tid);
     }
-    for (const recover of tableRecoveries) released += recover(core, tid);
+    const retries: Array<() => boolean> = [];
+    for (const recover of tableRecoveries) {
+      const r = recover(core, tid);
+      released += r.released;
+      if (r.retry !== undefined) retries.push(r.retry);
+    }
     Atomics.store(w, entry + T_WAIT_SLOT, 0);
     if (!stopped) {
+      // On the dying thread itself: what waits is left to its parent's recovery.
       Atomics.store(w, entry + T_LIVE, mark);
       continue;
     }
-    Atomics.store(w, entry + T_PARENT, 0);
-    Atomics.store(w, entry + T_LIVE, 0);
+    if (retries.length > 0) finishLater(w, entry, retries);
+    else freeEntry(w, entry);
   }
   if (stopped) {
     for (let tid = 1; tid <= core.threads; tid++) {
