@@ -19,3 +19,9 @@ export type { OnceRun } from './atomics/once.js';
 export type { LockTableOptions, LockStats } from './atomics/table.js';
 export type { LockOptions } from './atomics/options.js';
 export type { ErrorCode, LatchkeyError } from './errors.js';
+export { GuardedCache } from './workers/cache.js';
+export { toMessage, fromMessage, isHandleMessage, isTransferableHandle, latchkeyTransferHandler, registerComlink } from './workers/transfer.js';
+export type { GuardedCacheOptions } from './workers/cache.js';
+export type {
+  HandleKind, HandleMessage, TransferableHandle, TransferableHandles, KindOf, ComlinkTransferHandler, ComlinkLike,
+} from './workers/transfer.js';

@@ -52,14 +52,8 @@ export function openLockDir(dir: string | undefined): string {
   return path;
 }
 
-export function encodeName(name: string): string {
-  const prefix = name.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '').slice(0, 40);
-  return `${prefix}~${createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 16)}`;
-}
-
-/** The directory of `name` under `dir`, created and checked; refuses a hash collision. */
-export function openNameDir(dir: string, name: string): string {
-  const path = join(dir, encodeName(name));
+/** A directory of ours inside a checked one: made 0700 if missing, checked either way. */
+export function ownDir(path: string): string {
   try {
     mkdirSync(path, { mode: 0o700 });
   } catch (err) {
@@ -68,6 +62,17 @@ export function openNameDir(dir: string, name: string): string {
     }
   }
   checkDir(path);
+  return path;
+}
+
+export function encodeName(name: string): string {
+  const prefix = name.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '').slice(0, 40);
+  return `${prefix}~${createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 16)}`;
+}
+
+/** The directory of `name` under `dir`, created and checked; refuses a hash collision. */
+export function openNameDir(dir: string, name: string): string {
+  const path = ownDir(join(dir, encodeName(name)));
   const file = join(path, 'name');
   let stored = nameIn(path);
   if (stored === null) {
