@@ -606,12 +606,17 @@ export function stealerWaiting(p: NodePool, a: number, node: number): boolean {
   return head !== 0 && head !== node + 1 && (Atomics.load(p.words, nodeAt(p, head - 1) + N_MODE) & STEAL) !== 0;
 }
 
-/** The releaser gave the outer grant back. */
+/**
+ * The releaser gave the outer grant back, telling the backend of a local
+ * holder's death (ABANDONED_NEXT) if nobody local was told: the news goes
+ * to the next process, not to the next local grant.
+ */
 export function outerReleased(p: NodePool, slot: number, a: number, tid: number, wakes: Wakes): number {
   const w = p.words;
   w[a + A_OUTER] = OUTER_NONE;
   w[a + A_OUTER_ACTOR] = 0;
   w[a + A_OUTER_FLAGS] = 0;
+  w[a + A_FLAGS] &= ~ABANDONED_NEXT;
   return settle(p, slot, a, true, tid, wakes);
 }
 

@@ -25,7 +25,7 @@ import type { Wait } from '../atomics/options.js';
 import { type LockMode, type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../atomics/queue.js';
 import { setOuterRecovery } from '../atomics/queue-recovery.js';
 import {
-  A_HEAD, A_HELD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_NODE, A_OUTER_TOKEN, A_OUTER_TTL,
+  ABANDONED_NEXT, A_FLAGS, A_HEAD, A_HELD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_NODE, A_OUTER_TOKEN, A_OUTER_TTL,
   A_OUTER_WAITERS, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, N_NEXT, OUTER_ACQUIRING, OUTER_COMPROMISED,
   OUTER_HELD, OUTER_RELEASING, lingerDue, mayKeepOuter, nodeAt, stealerWaiting,
 } from '../atomics/queue-word.js';
@@ -191,7 +191,8 @@ function releaseOuter(q: RequestQueue): void {
       q.outerKept();
       return;
     }
-    void b.release(name, f64(q, A_OUTER_TOKEN), false);
+    // A local holder died holding it and nobody local came next: the next process is told.
+    void b.release(name, f64(q, A_OUTER_TOKEN), (w[a + A_FLAGS] & ABANDONED_NEXT) !== 0);
     if (covers) hostEvent('handoff', name, { token: f64(q, A_OUTER_TOKEN) }); // local requests wait: others go first
   } catch (err) {
     // The lease runs out by itself; the others take it then.
