@@ -238,7 +238,7 @@ export class FileBackend implements Backend {
       return { lost: 'owner-changed', detail: `this process's record of ${JSON.stringify(name)} no longer holds token ${token}` };
     }
     const expires = wallClock() + ttl;
-    this.#write(f, rec.mode, 'held', token, expires, ttl, rec.since);
+    this.#write(f, rec.mode, 'held', token, expires, ttl, rec.since, rec.at);
     const marker = join(f.dir, rec.mode === 'exclusive' ? 'x' : `s-${this.#me.id}`), ino = inoOf(marker);
     if (ino === f.ino) return { expires };
     if (ino < 0) return { lost: 'marker-missing', detail: `its marker in ${f.dir} was taken away (lease expired or stolen)` };
@@ -384,9 +384,15 @@ export class FileBackend implements Backend {
     return f;
   }
 
-  #write(f: NameFiles, mode: LockMode, state: State, token: number, expires: number, ttl: number, since: number): void {
+  /**
+   * Write this process's record. `at` (epoch ms) is when the grant was made
+   * (kept by renewals) or the wait began; by default: now for a grant, the
+   * wait's start (from `since`) for anything else.
+   */
+  #write(f: NameFiles, mode: LockMode, state: State, token: number, expires: number, ttl: number, since: number, at?: number): void {
     const m = this.#me;
-    const rec: Rec = { v: 1, id: m.id, pid: m.pid, start: m.start, boot: m.boot, host: m.host, mode, state, token, expires, ttl, since, at: wallClock() };
+    at ??= state === 'held' ? wallClock() : wallClock() - (monotonicMs() - since);
+    const rec: Rec = { v: 1, id: m.id, pid: m.pid, start: m.start, boot: m.boot, host: m.host, mode, state, token, expires, ttl, since, at };
     const buf = this.#record;
     buf.fill(0x20);
     const n = buf.write(JSON.stringify(rec));
