@@ -1,45 +1,37 @@
 /**
- * latchkey live demo: the thread tier under real contention.
+ * latchkey live demo (`npm start`, `latchkey demo`): a shared cache guarded
+ * across the worker threads of several processes.
  *
- *   node dist/demo/main.js [--workers N] [--seconds S] [--quiet]
+ *   node dist/demo/main.js [--processes P] [--threads T] [--seconds S]
+ *                          [--backend sqlite|file] [--quiet]
  *
- * N worker threads (default 4; even ones use `lockSync()`, odd ones
- * `await lock()`) move money between 8 accounts in a SharedArrayBuffer, each
- * account guarded by mutex `account:<i>` of `LockTable.default()`. Partway
- * through, the last worker is terminated between the debit and the credit of
- * a transfer, holding two locks; the next holder of each is told
- * `guard.abandoned` and repairs the account from its journal (bank.ts). At
- * the end the main thread audits every account and checks that no money was
- * made or lost and that every transfer a worker counted is in the books.
+ * P processes (default 3), each with a piscina pool of T worker threads
+ * (default 3), update KEYS entries of a cache kept in plain files, each
+ * update a non-atomic read-modify-write under the key's host lock
+ * (`scope: 'host'`, over the embedded SQLite backend by default), and
+ * counted in the process's tally under a thread-scope lock. At 40 % of the
+ * run a worker thread of the first process exits inside an update, holding
+ * its lock; at 65 % the last process is SIGKILLed inside one. Their locks
+ * come back `abandoned` and the next holder rolls the half-made update
+ * back. At the end this process takes every lock, audits the cache against
+ * what the processes counted, and prints the closing table.
  * Exit code: 0 when exact, 1 when not, 2 for bad flags.
  */
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { setTimeout as delay } from 'node:timers/promises';
-import { Worker } from 'node:worker_threads';
-import { LockTable } from '../src/index.js';
-import { isClean, openAccounts, repair, totals } from './bank.js';
-import { type Recovery, type Summary, closingTable, int, ms, progressLine } from './format.js';
-import {
-  A_BALANCE, C_ANOMALIES, C_GAP_AT_F64, C_GO, C_IN_GAP, C_KILL, C_READY, C_STOP, C_VICTIM_HI, C_VICTIM_LO, HIST_BUCKETS,
-  R_ACTION, R_AT_F64, R_BY, R_CHANGE, R_TIMES, REPAIR_ROLLED_BACK, REPAIR_ROLLED_FORWARD, W_ACQUIRED, W_DONE,
-  accountBase, bankByteLength, bucketUpperNs, histBase, lockName, monotonicMs, viewBank, workerBase,
-} from './layout.js';
-import type { WorkerInput, WorkerReport } from './worker.js';
-
-const ACCOUNTS = 8;
-const INITIAL_BALANCE = 1_000_000;
-/** Busy-loop iterations between debit and credit (~0.3 µs): long enough for others to collide. */
-const GAP = 200;
-/** When the victim is told to stop in its gap, as a fraction of the run. */
-const KILL_AT = 0.4;
-/** Bounds on every wait for a worker, so that a broken lock fails the demo instead of hanging it. */
-const READY_MS = 10_000;
-const IN_GAP_MS = 5_000;
-const DRAIN_MS = 10_000;
+import { fileURLToPath } from 'node:url';
+import { KEYS, keyName, readEntry, writeEntry } from './store.js';
+import { type Summary, closingTable, int, progressLine } from './format.js';
+import type { ProcessReport } from './process.js';
 
 interface Options {
-  workers: number;
+  processes: number;
+  threads: number;
   seconds: number;
+  backend: 'sqlite' | 'file';
   quiet: boolean;
 }
 
@@ -47,235 +39,155 @@ function parseOptions(args: string[]): Options {
   const { values } = parseArgs({
     args,
     options: {
-      workers: { type: 'string', default: '4' },
+      processes: { type: 'string', default: '3' },
+      threads: { type: 'string', default: '3' },
       seconds: { type: 'string', default: '4' },
+      backend: { type: 'string', default: 'sqlite' },
       quiet: { type: 'boolean', default: false },
     },
   });
-  const workers = Number(values.workers), seconds = Number(values.seconds);
-  // Two at least: someone must outlive the victim to find its locks abandoned.
-  if (!Number.isInteger(workers) || workers < 2 || workers > 64) {
-    throw new RangeError(`--workers must be an integer from 2 to 64: received ${values.workers}`);
+  const processes = Number(values.processes), threads = Number(values.threads), seconds = Number(values.seconds);
+  // Two processes at least: someone must outlive the killed one to find its lock abandoned.
+  if (!Number.isInteger(processes) || processes < 2 || processes > 16) {
+    throw new RangeError(`--processes must be an integer from 2 to 16: received ${values.processes}`);
   }
+  if (!Number.isInteger(threads) || threads < 1 || threads > 16) throw new RangeError(`--threads must be an integer from 1 to 16: received ${values.threads}`);
   if (!(seconds > 0 && seconds <= 3600)) throw new RangeError(`--seconds must be a number from 0 to 3600: received ${values.seconds}`);
-  return { workers, seconds, quiet: values.quiet === true };
+  if (values.backend !== 'sqlite' && values.backend !== 'file') throw new RangeError(`--backend must be sqlite or file: received ${values.backend}`);
+  return { processes, threads, seconds, backend: values.backend, quiet: values.quiet === true };
 }
 
-/** Wait, without blocking this thread, until `words[index] >= value`; false after `ms`. */
-async function until(words: Int32Array, index: number, value: number, ms: number): Promise<boolean> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    const seen = Atomics.load(words, index);
-    if (seen >= value) return true;
-    const left = deadline - performance.now();
-    if (left <= 0) return false;
-    const r = Atomics.waitAsync(words, index, seen, left);
-    if (r.async) await r.value;
-  }
-}
+const KILL_WORKER_AT = 0.4;
+const KILL_PROCESS_AT = 0.65;
+/** Bounds on every wait for a process, so that a broken lock fails the demo instead of hanging it. */
+const START_MS = 30_000;
 
-/** `promise`, or 'timed-out' after `ms`; the timer never outlives the race. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timed-out'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timed-out'>((resolve) => { timer = setTimeout(resolve, ms, 'timed-out'); });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The live line: `\r`-redrawn at 10 Hz on a terminal, one line a second otherwise. */
-function startProgress(quiet: boolean, count: () => number, t0: number): { event(line: string): void; stop(): void } {
-  const tty = process.stdout.isTTY === true;
-  const window: Array<{ t: number; n: number }> = [{ t: t0, n: 0 }];
-  let drawn = false;
-  const draw = () => {
-    const t = performance.now(), n = count();
-    window.push({ t, n });
-    while (window.length > 2 && t - window[1].t >= 1000) window.shift(); // a ~1 s sliding window
-    const rate = (n - window[0].n) / Math.max(1e-3, (t - window[0].t) / 1000);
-    const line = progressLine((t - t0) / 1000, n, rate);
-    process.stdout.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
-    drawn = tty;
-  };
-  const timer = quiet ? undefined : setInterval(draw, tty ? 100 : 1000);
-  return {
-    event(line) {
-      process.stdout.write(drawn ? `\r\x1b[K${line}\n` : `${line}\n`);
-      drawn = false;
-    },
-    stop() {
-      clearInterval(timer);
-      if (!quiet && tty) {
-        draw();
-        process.stdout.write('\n');
-      }
-    },
-  };
+function percentile(sorted: number[], q: number): number {
+  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 async function run(opts: Options): Promise<number> {
-  // Importing latchkey made the default table and watches every worker this
-  // thread starts: a terminated worker's locks are released on its 'exit'.
-  const table = LockTable.default();
-  const n = opts.workers, victim = n - 1;
-  const bank = viewBank(new SharedArrayBuffer(bankByteLength(ACCOUNTS, n)), ACCOUNTS, n);
-  const words = bank.words;
-  openAccounts(bank, INITIAL_BALANCE);
-  const mode = (i: number): 'sync' | 'async' => (i % 2 === 0 ? 'sync' : 'async');
-  const label = (i: number) => `worker ${i} (${mode(i)})`;
+  const dir = mkdtempSync(join(tmpdir(), 'latchkey-demo-'));
+  // This process takes the locks too (the audit): the same lock directory and backend.
+  process.env.LATCHKEY_DIR = dir;
+  process.env.LATCHKEY_BACKEND = opts.backend;
+  const { locks } = await import('../src/index.js');
+  const script = fileURLToPath(new URL('./process.js', import.meta.url));
   const failures: string[] = [];
-  const reports = new Map<number, WorkerReport>();
-  const workers: Worker[] = [];
-  const exits: Array<Promise<number>> = [];
-
-  console.log(`latchkey demo: ${n} workers, ${ACCOUNTS} accounts of ${int(INITIAL_BALANCE)}, ${opts.seconds} s; ${label(victim)} will be terminated mid-transfer`);
-  for (let i = 0; i < n; i++) {
-    const workerData: WorkerInput = { buffer: bank.buffer, accounts: ACCOUNTS, workers: n, index: i, mode: mode(i), victim: i === victim, gap: GAP };
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData });
-    worker.on('message', (r: WorkerReport) => reports.set(r.index, r));
-    worker.on('error', (err) => failures.push(`${label(i)} threw: ${err.message}`));
-    exits.push(new Promise((resolve) => worker.once('exit', resolve)));
-    workers.push(worker);
-  }
-  if (!(await until(words, C_READY, n, READY_MS))) throw new Error(`workers did not start within ${READY_MS} ms`);
-
-  const t0 = performance.now();
-  Atomics.store(words, C_GO, 1);
-  Atomics.notify(words, C_GO);
-  const done = () => { let s = 0; for (let i = 0; i < n; i++) s += Atomics.load(words, workerBase(bank, i) + W_DONE); return s; };
-  const progress = startProgress(opts.quiet, done, t0);
-
-  // The kill: tell the victim, wait until it is inside its gap, terminate it.
-  await delay(opts.seconds * 1000 * KILL_AT);
-  Atomics.store(words, C_KILL, 1);
-  let killedAt = NaN, exitAt = NaN, held: number[] = [];
-  if (await until(words, C_IN_GAP, 1, IN_GAP_MS)) {
-    held = [Atomics.load(words, C_VICTIM_LO), Atomics.load(words, C_VICTIM_HI)];
-    // Ahead of latchkey's own 'exit' listener, which releases the dead thread's locks.
-    workers[victim].prependOnceListener('exit', () => { exitAt = monotonicMs(); });
-    killedAt = monotonicMs();
-    await workers[victim].terminate();
-    progress.event(`  ${((performance.now() - t0) / 1000).toFixed(2)} s: terminated ${label(victim)} between debit and credit, holding ${held.map(lockName).join(' and ')}`);
-  } else {
-    failures.push(`${label(victim)} did not reach its gap within ${IN_GAP_MS} ms`);
-  }
-
-  await delay(Math.max(0, t0 + opts.seconds * 1000 - performance.now()));
-  Atomics.store(words, C_STOP, 1);
-  const stoppedAt = performance.now();
-  if ((await within(Promise.all(exits), DRAIN_MS)) === 'timed-out') {
-    failures.push(`workers did not stop within ${DRAIN_MS} ms of C_STOP`);
-    await Promise.all(workers.map((w) => w.terminate()));
-  }
-  progress.stop();
-
-  // The audit: every worker is gone, so this thread takes each lock in turn.
-  // A lock nobody took since the victim died comes back abandoned here.
-  let auditAcquired = 0;
-  for (let i = 0; i < ACCOUNTS; i++) {
-    const guard = table.mutex(lockName(i)).tryLock();
-    if (guard === null) {
-      failures.push(`${lockName(i)} is still held (by registry thread ${table.stats(lockName(i))?.owner}) after every worker exited`);
-      continue;
+  const progress = new Map<number, number>(), reports = new Map<number, ProcessReport>();
+  const children: ChildProcess[] = [];
+  const exits: Array<Promise<NodeJS.Signals | number | null>> = [];
+  const victim = opts.processes - 1;
+  console.log(`latchkey demo: ${opts.processes} processes × ${opts.threads} threads update ${KEYS} cache entries for ${opts.seconds} s under host locks (${opts.backend});`
+    + ` a worker of process #0 exits mid-update at ${KILL_WORKER_AT * 100} %, process #${victim} is SIGKILLed mid-update at ${KILL_PROCESS_AT * 100} %`);
+  try {
+    for (let i = 0; i < opts.processes; i++) {
+      const child = fork(script, [dir, String(opts.threads), String(i)], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      child.on('message', (m: { progress?: number; done?: ProcessReport }) => {
+        if (m.progress !== undefined) progress.set(i, m.progress);
+        if (m.done !== undefined) reports.set(i, m.done);
+      });
+      exits.push(new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code))));
+      children.push(child);
     }
-    auditAcquired++;
-    if (guard.abandoned) repair(bank, i, 0, monotonicMs());
-    else if (!isClean(bank, i)) Atomics.add(words, C_ANOMALIES, 1);
-    guard.unlock();
-  }
+    const ready = Promise.all(children.map((c) => new Promise((resolve) => c.once('message', resolve))));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => { timer = setTimeout(resolve, START_MS, 'late'); });
+    if ((await Promise.race([ready, late])) === 'late') throw new Error(`the demo processes did not start within ${START_MS} ms`);
+    clearTimeout(timer);
 
-  // Transfers and acquisitions as the workers count them (the victim's from shared memory: it cannot report).
-  let reported = 0, acquired = 0;
-  const shares: Summary['shares'] = [];
-  for (let i = 0; i < n; i++) {
-    const r = reports.get(i);
-    if (i !== victim && r === undefined) failures.push(`${label(i)} did not report`);
-    const own = r?.done ?? Atomics.load(words, workerBase(bank, i) + W_DONE);
-    reported += own;
-    acquired += r?.acquired ?? Atomics.load(words, workerBase(bank, i) + W_ACQUIRED);
-    shares.push({ label: `${label(i)}${i === victim ? ' †' : ''}`, done: own });
-  }
+    const t0 = Date.now(), until = t0 + opts.seconds * 1000;
+    for (const c of children) c.send({ go: until });
+    const total = () => [...progress.values()].reduce((a, b) => a + b, 0);
+    const tty = process.stdout.isTTY === true && !opts.quiet;
+    let last = { t: t0, n: 0 }, rate = 0;
+    const draw = setInterval(() => {
+      const now = Date.now(), n = total();
+      if (now - last.t >= 500) {
+        rate = ((n - last.n) * 1000) / (now - last.t);
+        last = { t: now, n };
+      }
+      if (!opts.quiet) process.stdout.write(`${tty ? '\r' : ''}${progressLine((now - t0) / 1000, opts.seconds, n, rate)}${tty ? '\x1b[K' : '\n'}`);
+    }, tty ? 100 : 1000);
+    const event = (line: string) => { if (!opts.quiet) process.stdout.write(`${tty ? '\r\x1b[K' : ''}${line}\n`); };
+    setTimeout(() => { children[0]!.send({ kill: 'worker' }); event('  a worker thread of process #0 will exit inside its next update'); }, opts.seconds * 1000 * KILL_WORKER_AT);
+    setTimeout(() => { children[victim]!.send({ kill: 'process' }); event(`  process #${victim} will be SIGKILLed inside its next update`); }, opts.seconds * 1000 * KILL_PROCESS_AT);
+    const ended = await Promise.all(exits);
+    clearInterval(draw);
+    if (tty) process.stdout.write('\n');
+    const elapsed = (Date.now() - t0) / 1000;
+    if (ended[victim] !== 'SIGKILL') failures.push(`process #${victim} was not killed (it ended with ${ended[victim]})`);
 
-  // Who recovered which lock, and how long after terminate().
-  const recoveries: Recovery[] = [];
-  for (let i = 0; i < ACCOUNTS; i++) {
-    const a = accountBase(i), times = words[a + R_TIMES];
-    if (times === 0) {
-      if (held.includes(i)) failures.push(`${lockName(i)} was held by the terminated worker but never came back abandoned`);
-      continue;
+    // The audit: every process is gone; take each lock and check each entry.
+    let auditRepairs = 0, hostGrants = 0, value = 0, repairs = 0;
+    const byPid = new Map<string, number>();
+    for (let k = 0; k < KEYS; k++) {
+      const g = locks.lockSync(keyName(k), { scope: 'host', timeout: 10_000 })!;
+      const e = readEntry(dir, k);
+      if (e.pending !== undefined) {
+        if (!g.abandoned) failures.push(`${keyName(k)} has a dead writer's update, and its lock did not say so`);
+        delete e.pending;
+        e.repairs += 1;
+        writeEntry(dir, k, e);
+        auditRepairs++;
+      }
+      value += e.value;
+      repairs += e.repairs;
+      hostGrants += Math.floor(e.token / 1000);
+      for (const [pid, n] of Object.entries(e.by)) byPid.set(pid, (byPid.get(pid) ?? 0) + n);
+      g.unlock();
     }
-    if (!held.includes(i)) failures.push(`${lockName(i)} came back abandoned, but the terminated worker did not hold it`);
-    if (times > 1) failures.push(`${lockName(i)} came back abandoned ${times} times (expected once)`);
-    const by = words[a + R_BY], action = words[a + R_ACTION], change = words[a + R_CHANGE];
-    recoveries.push({
-      name: lockName(i),
-      ms: bank.f64[(a + R_AT_F64) >> 1] - killedAt,
-      by: by === 0 ? 'the main thread (final audit)' : label(by - 1),
-      action: action === REPAIR_ROLLED_BACK ? `rolled back (${change === 0 ? 'its credit had not landed' : `${int(change)} put back`})`
-        : action === REPAIR_ROLLED_FORWARD ? `rolled forward (${int(change)} applied)` : 'nothing to repair',
-    });
+    const counted = [...byPid.values()].reduce((a, b) => a + b, 0);
+    if (counted !== value) failures.push(`entries hold ${value} updates, their writers ${counted}`);
+    const shares: Summary['shares'] = [], waits: number[] = [];
+    let workerDeaths = 0, fencing = 0;
+    for (let i = 0; i < opts.processes; i++) {
+      const r = reports.get(i), pid = String(children[i]!.pid);
+      const inCache = byPid.get(pid) ?? 0;
+      shares.push({ label: `process #${i} (pid ${pid})${i === victim ? ' †' : ''}`, ops: inCache });
+      if (i === victim) continue;
+      if (r === undefined) {
+        failures.push(`process #${i} did not report`);
+        continue;
+      }
+      if (r.ops !== inCache) failures.push(`process #${i} counted ${r.ops} updates, the cache has ${inCache}`);
+      const tally = r.tally.reduce((a, b) => a + b, 0);
+      if (tally !== r.ops) failures.push(`process #${i}'s thread-scope tally is ${tally}, not ${r.ops}`);
+      waits.push(...r.waits);
+      workerDeaths += r.workerDeaths;
+      fencing += r.fencingFailures;
+    }
+    if (fencing > 0) failures.push(`${fencing} updates under a token not larger than the last (fencing)`);
+    if (workerDeaths !== 1) failures.push(`${workerDeaths} tasks failed, expected 1 (${[...reports.values()].flatMap((r) => r.errors).join(' | ')})`);
+    // Two holders died inside an update (and the killed process's other threads may have been
+    // inside theirs): each half-made update was rolled back by whoever came next, told abandoned.
+    if (repairs < 2) failures.push(`${repairs} half-made updates were rolled back, expected 2 or more`);
+    waits.sort((a, b) => a - b);
+    const recoveries = [
+      `a worker of process #0 exited inside its update: the lock came back abandoned, the update was rolled back`,
+      `process #${victim} was SIGKILLed inside its update: another process took its lock over, abandoned, and rolled it back`,
+      `(${repairs} roll-backs in all, with the killed process's other threads caught mid-update; ${auditRepairs} by the final audit)`,
+    ];
+    console.log(closingTable({
+      processes: opts.processes, threads: opts.threads, backend: opts.backend, seconds: elapsed, ops: counted,
+      waits: { p50: percentile(waits, 0.5), p99: percentile(waits, 0.99), max: waits[waits.length - 1] ?? 0, samples: waits.length },
+      shares, recoveries, hostGrants, failures,
+    }));
+    return failures.length === 0 ? 0 : 1;
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
   }
-
-  // Exactness: money is conserved, and the books agree with the workers.
-  const books = totals(bank);
-  if (books.balance !== INITIAL_BALANCE * ACCOUNTS) {
-    failures.push(`balances sum to ${int(books.balance)}, expected ${int(INITIAL_BALANCE * ACCOUNTS)}`);
-  }
-  if (books.transfers !== reported) failures.push(`${int(books.transfers)} transfers in the books, workers report ${int(reported)}`);
-  const anomalies = Atomics.load(words, C_ANOMALIES);
-  if (anomalies > 0) failures.push(`${anomalies} acquisitions found a half-written transfer without guard.abandoned`);
-
-  const histogram = new Array<number>(HIST_BUCKETS).fill(0);
-  for (let i = 0; i < n; i++) for (let b = 0; b < HIST_BUCKETS; b++) histogram[b] += words[histBase(bank, i) + b];
-  const samples = histogram.reduce((s, c) => s + c, 0);
-  const quantile = (q: number) => {
-    let seen = 0;
-    for (let b = 0; b < HIST_BUCKETS; b++) if ((seen += histogram[b]) >= q * samples && samples > 0) return bucketUpperNs(b);
-    return 0;
-  };
-
-  const locks = table.stats().filter((s) => s.name?.startsWith('account:') === true);
-  const notes: string[] = [];
-  const statsAcquired = locks.reduce((s, l) => s + l.acquisitions, 0);
-  if (statsAcquired !== acquired + auditAcquired) {
-    notes.push(`table.stats() counts ${int(statsAcquired)} acquisitions, the threads counted ${int(acquired + auditAcquired)}`);
-  }
-  for (let i = 0; i < ACCOUNTS; i++) {
-    if (words[accountBase(i) + A_BALANCE] < 0) notes.push(`${lockName(i)} is overdrawn`);
-  }
-
-  console.log(closingTable({
-    workers: n,
-    syncWorkers: Math.ceil(n / 2),
-    seconds: (stoppedAt - t0) / 1000,
-    transfers: books.transfers,
-    acquisitions: acquired,
-    waits: { samples, p50Ns: quantile(0.5), p99Ns: quantile(0.99), maxNs: quantile(1) },
-    terminated: Number.isNaN(killedAt) ? 'nobody (the kill failed)'
-      : `${label(victim)}, holding ${held.map(lockName).join(' and ')}, ${ms(killedAt - bank.f64[C_GAP_AT_F64 >> 1])} after it stopped in its gap;`
-        + ` its 'exit' event, on which latchkey releases them, came ${ms(exitAt - killedAt)} after terminate()`,
-    recoveries,
-    shares,
-    locks,
-    failures,
-    notes,
-  }));
-  return failures.length === 0 ? 0 : 1;
 }
 
 let options: Options;
 try {
   options = parseOptions(process.argv.slice(2));
 } catch (err) {
-  console.error(`latchkey demo: ${(err as Error).message}\nusage: node dist/demo/main.js [--workers N] [--seconds S] [--quiet]`);
+  console.error(`latchkey demo: ${(err as Error).message}`);
   process.exit(2);
 }
-try {
-  process.exitCode = await run(options);
-} catch (err) {
-  // Workers may still be running or blocked: exit rather than wait for them.
-  console.error(`latchkey demo: ${(err as Error).stack ?? String(err)}\nexactness: FAILED (the demo did not finish)`);
-  process.exit(1);
-}
+run(options).then((code) => { process.exitCode = code; }, (err: Error) => {
+  console.error(`latchkey demo failed: ${err.stack ?? err.message}`);
+  process.exitCode = 1;
+});
