@@ -1,13 +1,14 @@
 /**
  * `npm run bench`: every latchkey figure beside its anchor, measured in the
- * same run; writes bench/results/latest.json and latest.md and prints the table.
+ * same run; writes bench/results/latest.json, latest.md (the table) and latest.svg (a
+ * chart of the ratios), and prints the table.
  * Flags: --quick (short runs, for a smoke test; prints, writes nothing).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
-import { type Figure, figure, markdown } from './report.js';
+import { type Figure, figure, markdown, svgChart } from './report.js';
 import { uncontended } from './uncontended.js';
 import { contended, handoff } from './threads.js';
 import { rwlockBench } from './rwlock.js';
@@ -60,6 +61,7 @@ if (!quick) {
   const results = here('../../bench/results/');
   mkdirSync(results, { recursive: true });
   writeFileSync(`${results}latest.json`, JSON.stringify({ header, node: process.version, figures }, null, 2));
-  writeFileSync(`${results}latest.md`, `${header}\n\n${table}\n`);
+  writeFileSync(`${results}latest.md`, `${header}\n\n![advantage over each anchor](latest.svg)\n\n${table}\n`);
+  writeFileSync(`${results}latest.svg`, svgChart(figures, header));
 }
 console.log(`${header}\n\n${table}`);
