@@ -146,6 +146,7 @@ export class LockTable {
   /** Names this thread has resolved: a name never changes slot, so this never goes stale. */
   readonly #names = new Map<string, number>();
   readonly #scratch = new Uint8Array(NAME_MAX);
+  readonly #queues: Array<RequestQueue | undefined> = [];
 
   private constructor(buffer: SharedArrayBuffer, words: Int32Array, id: string) {
     const slots = words[H_SLOTS], threads = words[H_THREADS];
@@ -269,6 +270,25 @@ export class LockTable {
     const slot = this.#resolve(nameOrIndex, true);
     const gated = (this.#core.words[H_FLAGS] & TABLE_GATED) !== 0;
     return new RequestQueue(this.#core, slot, this.#claimKind(slot, KIND_QUEUE, 'a request queue'), nameOrIndex, gated);
+  }
+
+  /**
+   * Every named request queue of this table, one handle per slot for this
+   * thread (cached: a name keeps its slot).
+   * @internal For the bridge's threads, which go through them all.
+   */
+  *queues(): Generator<RequestQueue> {
+    const { words, threads, slots } = this.#core;
+    for (let slot = 0; slot < slots; slot++) {
+      let q = this.#queues[slot];
+      if (q === undefined) {
+        if (((Atomics.load(words, slotBase(threads, slot) + S_USE) & KIND_MASK) >>> KIND_SHIFT) !== KIND_QUEUE) continue;
+        const name = this.#nameOf(slot);
+        if (name === null) continue;
+        this.#queues[slot] = q = this.queue(name);
+      }
+      yield q;
+    }
   }
 
   /** @internal The name a slot holds, or null (unused, or used by index). */

@@ -263,27 +263,10 @@ export function renewOuter(q: RequestQueue, force: boolean): void {
   }
 }
 
-const handles = new Map<string, RequestQueue>();
-function queueNamed(name: string): RequestQueue {
-  let q = handles.get(name);
-  if (q === undefined) handles.set(name, (q = hostTable().queue(name)));
-  return q;
-}
-/** Slot → name: a name keeps its slot for the table's life. */
-const names = new Map<number, string>();
-
 /** Every host-scope queue of the process, with whether it holds the host lock and whether an escalator waits. */
 export function* hostQueues(): Generator<{ q: RequestQueue; held: boolean; waited: boolean }> {
-  const t = hostTable(), { core } = LockTable.unsafeExposeInternals(t), w = core.words;
-  for (let slot = 0; slot < core.slots; slot++) {
-    let name = names.get(slot);
-    if (name === undefined) {
-      if (((Atomics.load(w, slotBase(core.threads, slot) + S_USE) & KIND_MASK) >>> KIND_SHIFT) !== KIND_QUEUE) continue;
-      const found = t.nameAt(slot);
-      if (found === null) continue;
-      names.set(slot, (name = found));
-    }
-    const q = queueNamed(name), outer = Atomics.load(w, q.anchor + A_OUTER);
+  for (const q of hostTable().queues()) {
+    const w = q.pool.words, outer = Atomics.load(w, q.anchor + A_OUTER);
     yield { q, held: outer === OUTER_HELD, waited: Atomics.load(w, q.anchor + A_OUTER_WAITERS) > 0 || outer === OUTER_ACQUIRING };
   }
 }
@@ -309,7 +292,7 @@ export function hostQuery(): { held: HostInfo[]; pending: HostInfo[] } {
   const t = hostTable();
   for (const s of t.stats()) {
     if (s.kind !== 'queue' || s.name === null) continue;
-    const snap = queueNamed(s.name).snapshot();
+    const snap = t.queue(s.name).snapshot();
     for (const e of snap.held) held.push({ name: s.name, mode: e.mode, clientId: `${process.pid}:${e.client}`, pid: process.pid, token: e.token });
     for (const e of snap.pending) pending.push({ name: s.name, mode: e.mode, clientId: `${process.pid}:${e.client}`, pid: process.pid, token: 0 });
   }
