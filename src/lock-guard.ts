@@ -17,7 +17,7 @@ import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
 import { acquireChannel, debug, observed, releaseChannel } from './observe.js';
 
 export type LockMode = 'exclusive' | 'shared';
-export type LockScope = 'thread' | 'host';
+export type LockScope = 'thread' | 'host' | 'cluster';
 export type { LossReason };
 
 /** Whether a held lock is still held, and its `signal`, made only when asked for (an AbortController costs more than a lock). */

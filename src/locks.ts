@@ -16,6 +16,7 @@ import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
 import { onStolen } from './atomics/queue.js';
 import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard, announceLoss } from './lock-guard.js';
 import { hostQuery, hostQueue, kDefaultTtl, onHostLoss } from './bridge/host.js';
+import { clusterQuery, clusterQueue } from './bridge/cluster.js';
 import {
   ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
 } from './errors.js';
@@ -37,8 +38,11 @@ export interface LockRequestOptions {
   /**
    * Who the lock excludes. `'thread'`: the threads of this process.
    * `'host'`: every process of this machine (lock directory or SQLite
-   * database: bridge/host.ts); the threads of one process share one host
-   * grant between them (cohorting), with the same semantics. @default 'thread'
+   * database: bridge/host.ts). `'cluster'`: every process of every machine
+   * that reaches one PostgreSQL server, `LATCHKEY_PG_URL` (advisory locks:
+   * bridge/cluster.ts; no `steal`). The threads of one process share one
+   * host or cluster grant between them (cohorting), with the same
+   * semantics. @default 'thread'
    */
   scope?: LockScope;
   /** Give up after this many ms: the request leaves the queue and rejects with ERR_LOCK_TIMEOUT. @default Infinity */
@@ -80,7 +84,7 @@ function threadScope(): LockTable {
   return (threadTable = LockTable.attach(threadBuffer));
 }
 
-const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, RequestQueue>() };
+const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, RequestQueue>(), cluster: new Map<string, RequestQueue>() };
 
 // Holders learn of a steal, or of a host lease lost, wherever they run.
 onStolen((q, nodes) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`'));
@@ -89,7 +93,10 @@ onHostLoss((table, nodes, reason, detail) => announceLoss(table, nodes, reason, 
 function queueOf(scope: LockScope, key: string): RequestQueue {
   const cache = queues[scope];
   let q = cache.get(key);
-  if (q === undefined) cache.set(key, (q = scope === 'host' ? hostQueue(key) : threadScope().queue(key)));
+  if (q === undefined) {
+    q = scope === 'host' ? hostQueue(key) : scope === 'cluster' ? clusterQueue(key) : threadScope().queue(key);
+    cache.set(key, q);
+  }
   return q;
 }
 
@@ -142,7 +149,11 @@ function parseOptions(name: string, options: LockRequestOptions | undefined): Pa
   }
   if (signal?.aborted) throw signal.reason;
   const { scope = 'thread', ttl = kDefaultTtl, onCompromised } = options;
-  if (scope !== 'thread' && scope !== 'host') throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread' or 'host'");
+  if (scope !== 'thread' && scope !== 'host' && scope !== 'cluster') {
+    throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread', 'host' or 'cluster'");
+  }
+  // A PostgreSQL advisory lock cannot be taken from another session.
+  if (steal && scope === 'cluster') throw notSupported('The "steal" option is not supported with scope "cluster"');
   if (typeof ttl !== 'number') throw new ERR_INVALID_ARG_TYPE('options.ttl', 'a number', ttl);
   if (!(ttl >= 250 && ttl <= 86_400_000) || !Number.isInteger(ttl)) {
     throw new ERR_OUT_OF_RANGE('options.ttl', 'an integer number of ms from 250 to 86400000', ttl);
@@ -283,12 +294,17 @@ export interface LockManagerSnapshot {
  */
 async function query(options?: { scope?: LockScope }): Promise<LockManagerSnapshot> {
   const scope = options?.scope ?? 'thread';
+  const info = (e: LockInfo) => ({ name: nameOfKey(e.name), mode: e.mode, clientId: e.clientId });
   if (scope === 'host') {
     const { held, pending } = hostQuery();
-    const info = (e: LockInfo) => ({ name: nameOfKey(e.name), mode: e.mode, clientId: e.clientId });
     return { held: held.map(info), pending: pending.map(info) };
   }
-  if (scope !== 'thread') throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread' or 'host'");
+  if (scope === 'cluster') {
+    const entries = await clusterQuery(), held: LockInfo[] = [], pending: LockInfo[] = [];
+    for (const e of entries) (e.state === 'held' ? held : pending).push(info({ name: e.name, mode: e.mode, clientId: `${e.host}:${e.pid}` }));
+    return { held, pending };
+  }
+  if (scope !== 'thread') throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread', 'host' or 'cluster'");
   const held: LockInfo[] = [], pending: LockInfo[] = [];
   const table = threadScope();
   for (const s of table.stats()) {

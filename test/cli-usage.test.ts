@@ -69,7 +69,7 @@ describe('bad arguments: exit 64, one line on stderr naming the problem, nothing
     ['run --wait 1e3', (c) => ['run', '--wait', '1e3', 'x', '--', ...c], /--wait must be a number of seconds/],
     ['run --ttl 10', (c) => ['run', '--ttl', '10', 'x', '--', ...c], /--ttl must be an integer from 250/],
     ['run --ttl 1.5', (c) => ['run', '--ttl', '1.5', 'x', '--', ...c], /--ttl must be an integer/],
-    ['run --scope cluster', (c) => ['run', '--scope', 'cluster', 'x', '--', ...c], /--scope must be host or thread/],
+    ['run --scope galaxy', (c) => ['run', '--scope', 'galaxy', 'x', '--', ...c], /--scope must be host, cluster or thread/],
     ['run --nonblock --wait 1', (c) => ['run', '-n', '-w', '1', 'x', '--', ...c], /--nonblock and --wait/],
     ['run --shared --exclusive', (c) => ['run', '-s', '-x', 'x', '--', ...c], /--shared and --exclusive/],
     ['run --shared=yes', (c) => ['run', '--shared=yes', 'x', '--', ...c], /does not take an argument/],

@@ -84,6 +84,8 @@ export const H_KEEPER_BELL = 12;
 export const KEEPER_NONE = 0;
 export const KEEPER_STARTING = 1;
 export const KEEPER_RUNNING = 2;
+/** Running, and the table's outer grants never linger (the cluster agent). */
+export const KEEPER_SERVING = 3;
 export const HEADER_WORDS = 16;
 
 export const T_LIVE = 0;

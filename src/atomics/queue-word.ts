@@ -194,6 +194,16 @@ export const A_OUTER_TTL = 22;
 export const A_BUDGET_BASE = 23;
 /** (f64: 24-25) epoch ms since which a HELD outer grant has served nobody (lingering), or 0. */
 export const A_OUTER_IDLE = 24;
+/**
+ * 26-31: a mailbox between the outer lock's actor and a thread that does
+ * its I/O for it (the cluster agent, bridge/cluster.ts): request number and
+ * op, reply number, result and token (f64). The outer lock owns their meaning.
+ */
+export const A_OUTER_REQ = 26;
+export const A_OUTER_REQ_OP = 27;
+export const A_OUTER_REP = 28;
+export const A_OUTER_REP_RESULT = 29;
+export const A_OUTER_REP_TOKEN = 30; // f64: 30-31
 export const ANCHOR_WORDS = 2 * NODE_WORDS;
 
 export const ABANDONED_NEXT = 1;

@@ -44,6 +44,8 @@ Options:
   -w, --wait SECONDS   give up after SECONDS (decimals allowed; exit 124);
                        COMMAND is not run. Default: wait as long as it takes
       --scope SCOPE    host (default): exclude the processes of this machine;
+                       cluster: of every machine on the PostgreSQL server
+                       LATCHKEY_PG_URL names;
                        thread: exclude only this latchkey's own threads (that
                        is, nobody; for tests)
       --ttl MS         the host lease in ms, 250 to 86400000 (default 10000).
@@ -120,7 +122,9 @@ export function parseRun(argv: string[]): RunRequest | null {
   if (v.shared && v.exclusive) throw usage('run', '--shared and --exclusive cannot be used together');
   if (v.nonblock && v.wait !== undefined) throw usage('run', '--nonblock and --wait cannot be used together');
   const scope = v.scope ?? 'host';
-  if (scope !== 'host' && scope !== 'thread') throw usage('run', `--scope must be host or thread, not ${JSON.stringify(scope)}`);
+  if (scope !== 'host' && scope !== 'thread' && scope !== 'cluster') {
+    throw usage('run', `--scope must be host, cluster or thread, not ${JSON.stringify(scope)}`);
+  }
   return {
     name,
     command: rest[0]!,

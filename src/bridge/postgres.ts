@@ -1,0 +1,194 @@
+/**
+ * The cluster tier's PostgreSQL side: the schema, and the session that
+ * holds a process's cluster locks (cluster-agent.ts owns it; no other
+ * thread talks to the server).
+ *
+ * Exclusion comes from PostgreSQL itself: a session-level advisory lock on
+ * a 64-bit key derived from the name (SHA-256, first 8 bytes). The session
+ * holds it until it releases it or ends: a process that dies, or whose
+ * connection drops, loses its locks at once, and the server never reports
+ * one held that is not. The full name is recorded beside the key in
+ * latchkey_leases, so two names whose keys collide are told apart (they
+ * exclude each other, never share: a collision costs contention, and is
+ * reported).
+ *
+ * Tables (created on first use, under an advisory transaction lock so that
+ * processes starting together do not race):
+ *   latchkey_tokens   name → last fencing token (bigint), and ABANDONED: the
+ *                     last exclusive holder gave it back dead. Updated in the
+ *                     same transaction as the grant: strictly increasing
+ *                     across holders, crashes and server restarts.
+ *   latchkey_leases   one row per (name, holding process): mode, owner, pid,
+ *                     host, the backend pid of its session, token, since. A
+ *                     row whose session is gone is a holder that died.
+ *   latchkey_waiters  one row per (name, waiting process), for query() and
+ *                     for the cohort's "does anybody else wait" check.
+ * Functions latchkey_try() and latchkey_release() make an attempt and a
+ * release one round trip each.
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import type { LockMode } from '../atomics/queue.js';
+import type { HostLockEntry } from './backend.js';
+import { me } from './identity.js';
+
+/** The 64-bit advisory lock key of a name, as PostgreSQL's bigint text. */
+export function keyOf(name: string): string {
+  return createHash('sha256').update(name, 'utf8').digest().readBigInt64BE(0).toString();
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS latchkey_tokens (
+  name text PRIMARY KEY, token bigint NOT NULL, abandoned boolean NOT NULL DEFAULT false);
+CREATE TABLE IF NOT EXISTS latchkey_leases (
+  name text NOT NULL, key bigint NOT NULL, mode text NOT NULL, owner text NOT NULL, pid integer NOT NULL,
+  host text NOT NULL, backend_pid integer NOT NULL, token bigint NOT NULL, since timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (name, owner));
+CREATE TABLE IF NOT EXISTS latchkey_waiters (
+  name text NOT NULL, owner text NOT NULL, mode text NOT NULL, pid integer NOT NULL, host text NOT NULL,
+  backend_pid integer NOT NULL, since timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, owner));
+CREATE OR REPLACE FUNCTION latchkey_try(p_name text, p_key bigint, p_shared boolean, p_owner text, p_pid integer,
+    p_host text, p_wait boolean, OUT granted boolean, OUT token bigint, OUT died boolean, OUT holder text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  dead integer;
+BEGIN
+  died := false;
+  IF p_shared THEN granted := pg_try_advisory_lock_shared(p_key); ELSE granted := pg_try_advisory_lock(p_key); END IF;
+  IF NOT granted THEN
+    -- Who is in the way: another name on the same key is a collision, and says so.
+    SELECT l.name INTO holder FROM latchkey_leases l JOIN pg_stat_activity a ON a.pid = l.backend_pid
+      WHERE l.key = p_key AND l.name <> p_name LIMIT 1;
+    IF p_wait THEN
+      INSERT INTO latchkey_waiters (name, owner, mode, pid, host, backend_pid)
+        VALUES (p_name, p_owner, CASE WHEN p_shared THEN 'shared' ELSE 'exclusive' END, p_pid, p_host, pg_backend_pid())
+        ON CONFLICT (name, owner) DO UPDATE SET backend_pid = excluded.backend_pid;
+    END IF;
+    RETURN;
+  END IF;
+  -- Holders whose session is gone died holding it (their server-side lock went with them).
+  DELETE FROM latchkey_leases
+    WHERE name = p_name AND mode = 'exclusive' AND backend_pid NOT IN (SELECT pid FROM pg_stat_activity);
+  GET DIAGNOSTICS dead = ROW_COUNT;
+  DELETE FROM latchkey_leases WHERE name = p_name AND backend_pid NOT IN (SELECT pid FROM pg_stat_activity);
+  INSERT INTO latchkey_tokens AS t (name, token) VALUES (p_name, 1)
+    ON CONFLICT (name) DO UPDATE SET token = t.token + 1 RETURNING t.token, t.abandoned INTO token, died;
+  died := died OR dead > 0;
+  IF NOT p_shared THEN UPDATE latchkey_tokens SET abandoned = false WHERE name = p_name; END IF;
+  INSERT INTO latchkey_leases (name, key, mode, owner, pid, host, backend_pid, token)
+    VALUES (p_name, p_key, CASE WHEN p_shared THEN 'shared' ELSE 'exclusive' END, p_owner, p_pid, p_host, pg_backend_pid(), token)
+    ON CONFLICT (name, owner) DO UPDATE SET mode = excluded.mode, backend_pid = excluded.backend_pid,
+      token = excluded.token, since = now();
+  DELETE FROM latchkey_waiters WHERE name = p_name AND owner = p_owner;
+  SELECT l.name INTO holder FROM latchkey_leases l WHERE l.key = p_key AND l.name <> p_name
+    AND l.backend_pid IN (SELECT pid FROM pg_stat_activity) LIMIT 1;
+END $$;
+CREATE OR REPLACE FUNCTION latchkey_release(p_name text, p_key bigint, p_shared boolean, p_owner text, p_abandoned boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM latchkey_leases WHERE name = p_name AND owner = p_owner;
+  IF p_abandoned AND NOT p_shared THEN UPDATE latchkey_tokens SET abandoned = true WHERE name = p_name; END IF;
+  IF p_shared THEN PERFORM pg_advisory_unlock_shared(p_key); ELSE PERFORM pg_advisory_unlock(p_key); END IF;
+  PERFORM pg_notify('latchkey', p_name);
+END $$;
+`;
+
+/** A fixed advisory key that serialises schema creation ('latchkey schema'). */
+const SCHEMA_LOCK = '7591002331948106291';
+
+export type ErrorKind = 'unreachable' | 'refused' | 'rights' | 'query';
+
+/** What kind of failure a pg error is, for a message another thread can rebuild (cluster.ts). */
+export function kindOf(err: unknown): ErrorKind {
+  const e = err as { code?: string; errno?: number; syscall?: string };
+  if (typeof e.code === 'string') {
+    if (/^E[A-Z]+$/.test(e.code) || e.syscall !== undefined) return 'unreachable'; // ECONNREFUSED, ENOTFOUND …
+    if (e.code.startsWith('28')) return 'refused'; // invalid authorization
+    if (e.code === '42501' || e.code === '3D000' || e.code.startsWith('42')) return 'rights';
+    if (e.code.startsWith('08') || e.code === '57P01' || e.code === '57P03') return 'unreachable';
+  }
+  if (/terminat|Connection|ECONN|timeout/i.test((err as Error)?.message ?? '')) return 'unreachable';
+  return 'query';
+}
+
+export interface TryResult {
+  granted: boolean;
+  token: number;
+  died: boolean;
+  /** Another name on the same key (a collision), if any. */
+  collision: string | null;
+}
+
+/** The connection that holds this process's cluster locks. */
+export class Session {
+  readonly client: pg.Client;
+  readonly #owner = me();
+  #ready: Promise<void>;
+  lost = false;
+
+  constructor(url: string, onLost: (err: Error) => void) {
+    this.client = new pg.Client({ connectionString: url, application_name: 'latchkey' });
+    const lose = (err: Error) => {
+      if (this.lost) return;
+      this.lost = true;
+      onLost(err);
+    };
+    this.client.on('error', lose);
+    this.client.on('end', () => lose(new Error('the connection to the server ended')));
+    this.#ready = this.client.connect().then(async () => {
+      await this.client.query('BEGIN');
+      await this.client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
+      await this.client.query(SCHEMA);
+      await this.client.query('COMMIT');
+    });
+    this.#ready.catch(() => {});
+  }
+
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  async attempt(name: string, mode: LockMode, wait: boolean): Promise<TryResult> {
+    await this.#ready;
+    const o = this.#owner;
+    const r = await this.client.query<{ granted: boolean; token: string | null; died: boolean; holder: string | null }>(
+      'SELECT * FROM latchkey_try($1, $2, $3, $4, $5, $6, $7)', [name, keyOf(name), mode === 'shared', o.id, o.pid, o.host, wait]);
+    const row = r.rows[0]!;
+    return { granted: row.granted, token: Number(row.token ?? 0), died: row.died, collision: row.holder };
+  }
+
+  async release(name: string, mode: LockMode, abandoned: boolean): Promise<void> {
+    await this.#ready;
+    await this.client.query('SELECT latchkey_release($1, $2, $3, $4, $5)', [name, keyOf(name), mode === 'shared', this.#owner.id, abandoned]);
+  }
+
+  async withdraw(name: string): Promise<void> {
+    await this.#ready;
+    await this.client.query('DELETE FROM latchkey_waiters WHERE name = $1 AND owner = $2', [name, this.#owner.id]);
+  }
+
+  async othersWaiting(name: string): Promise<boolean> {
+    await this.#ready;
+    const r = await this.client.query(
+      `SELECT 1 FROM latchkey_waiters w JOIN pg_stat_activity a ON a.pid = w.backend_pid
+        WHERE w.name = $1 AND w.owner <> $2 LIMIT 1`, [name, this.#owner.id]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async query(): Promise<HostLockEntry[]> {
+    await this.#ready;
+    const r = await this.client.query<{ name: string; mode: LockMode; state: 'held' | 'pending'; owner: string; pid: number; host: string; token: string; since: number }>(
+      `SELECT l.name, l.mode, 'held' AS state, l.owner, l.pid, l.host, l.token, extract(epoch FROM l.since) * 1000 AS since
+         FROM latchkey_leases l JOIN pg_stat_activity a ON a.pid = l.backend_pid
+       UNION ALL
+       SELECT w.name, w.mode, 'pending', w.owner, w.pid, w.host, 0, extract(epoch FROM w.since) * 1000
+         FROM latchkey_waiters w JOIN pg_stat_activity a ON a.pid = w.backend_pid
+       ORDER BY since`);
+    return r.rows.map((x) => ({ ...x, token: Number(x.token), since: Number(x.since), expires: 0 }));
+  }
+
+  close(): Promise<void> {
+    this.lost = true;
+    return this.client.end().catch(() => {});
+  }
+}
