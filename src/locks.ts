@@ -13,10 +13,10 @@ import { threadId } from 'node:worker_threads';
 import { LockTable, createBuffer, shareWithProcess } from './atomics/table.js';
 import type { QueueGrant, QueueRequest, RequestQueue } from './atomics/queue.js';
 import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
-import { onStolen } from './atomics/queue.js';
+import { StaleQueue, onStolen } from './atomics/queue.js';
 import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard, announceLoss } from './lock-guard.js';
-import { hostQuery, hostQueue, kDefaultTtl, onHostLoss } from './bridge/host.js';
-import { clusterQuery, clusterQueue } from './bridge/cluster.js';
+import { hostQuery, hostQueue, hostTable, kDefaultTtl, onHostLoss } from './bridge/host.js';
+import { clusterQuery, clusterQueue, clusterTable } from './bridge/cluster.js';
 import {
   ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
 } from './errors.js';
@@ -98,6 +98,25 @@ function queueOf(scope: LockScope, key: string): RequestQueue {
     cache.set(key, q);
   }
   return q;
+}
+
+/**
+ * Issue a request on `key`'s queue. A handle can go stale (its slot given
+ * back to the table while this thread was not using it, queue-names.ts):
+ * the request is refused before anything is queued, and issued again on
+ * the name looked up afresh.
+ */
+function enqueueOn<R>(scope: LockScope, key: string, issue: (q: RequestQueue) => R): { q: RequestQueue; r: R } {
+  for (;;) {
+    const q = queueOf(scope, key);
+    try {
+      return { q, r: issue(q) };
+    } catch (err) {
+      if (!(err instanceof StaleQueue)) throw err;
+      queues[scope].delete(key);
+      (scope === 'host' ? hostTable() : scope === 'cluster' ? clusterTable() : threadScope()).forget(key);
+    }
+  }
 }
 
 /**
@@ -195,17 +214,16 @@ const since = (start: number) => (start === 0 ? 0 : performance.now() - start);
 function lockSync(name: string, options?: LockRequestOptions): LockGuard | null {
   checkName(name);
   const parsed = parseOptions(name, options);
-  const q = queueOf(parsed.scope, keyOf(name));
   const start = observed() ? performance.now() : 0;
-  return guardOf(name, parsed, q, q.requestSync(parsed.request), since(start));
+  const { q, r } = enqueueOn(parsed.scope, keyOf(name), (queue) => queue.requestSync(parsed.request));
+  return guardOf(name, parsed, q, r, since(start));
 }
 
 /** Take the lock `name` without blocking the event loop: a guard, or null with `ifAvailable`. */
 async function lock(name: string, options?: LockRequestOptions): Promise<LockGuard | null> {
   checkName(name);
   const parsed = parseOptions(name, options);
-  const q = queueOf(parsed.scope, keyOf(name));
-  const r = q.request(parsed.request);
+  const { q, r } = enqueueOn(parsed.scope, keyOf(name), (queue) => queue.request(parsed.request));
   if (!(r instanceof Promise)) return guardOf(name, parsed, q, r);
   const start = contended(name, parsed);
   return guardOf(name, parsed, q, await abortedWithReason(r, parsed.request.wait.signal), since(start));
@@ -231,7 +249,7 @@ type Callback<T> = (lock: Lock | null) => T | PromiseLike<T>;
 function request<T>(name: string, callback: Callback<T>): Promise<Awaited<T>>;
 function request<T>(name: string, options: LockRequestOptions, callback: Callback<T>): Promise<Awaited<T>>;
 function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callback<T>, maybeCallback?: Callback<T>): Promise<Awaited<T>> {
-  let parsed: Parsed, callback: Callback<T>, q: RequestQueue, key: string;
+  let parsed: Parsed, callback: Callback<T>, key: string;
   try {
     const options = typeof optionsOrCallback === 'function' ? undefined : optionsOrCallback;
     const cb = typeof optionsOrCallback === 'function' ? optionsOrCallback : maybeCallback;
@@ -240,7 +258,6 @@ function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callba
     callback = cb;
     parsed = parseOptions(name, options);
     key = keyOf(name);
-    q = queueOf(parsed.scope, key);
   } catch (err) {
     return Promise.reject(err);
   }
@@ -251,7 +268,7 @@ function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callba
       parsed.onLost?.(err);
     };
     const run = async (): Promise<Awaited<T>> => {
-      const r = q.request(parsed.request);
+      const { q, r } = enqueueOn(parsed.scope, key, (queue) => queue.request(parsed.request));
       let grant: QueueGrant | null, waitedMs = 0;
       if (r instanceof Promise) {
         const start = contended(name, parsed);

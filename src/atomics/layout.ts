@@ -33,6 +33,8 @@
  *                  an outer lock (the host tier's table, queue-word.ts)
  *   H_KEEPER       the host tier's lease keeper thread (bridge/keeper.ts):
  *                  KEEPER_* state; H_KEEPER_BELL its doorbell
+ *   H_NAME_LATCH   a queue table's name latch; H_TOKEN_HWM (f64) the highest
+ *                  token of a slot given back (queue-names.ts)
  *
  * Registry entry words (one per thread that has touched the table; the
  * entry's index + 1 is the thread's small id, `tid`, 1..MAX_THREADS):
@@ -57,9 +59,10 @@
  *   S_BELL         the heir's doorbell: bumped after the lock is handed over
  *   S_USE          how the slot is reached and what lives in it (USE_* below)
  *   S_NAME_HASH    FNV-1a of the name's UTF-8 bytes, checked before the bytes
- *   S_NAME_LEN     byte length of the name
+ *   S_NAME_LEN     byte length of the name; -1 for a queue slot given back
  *   S_AUX          a primitive's fixed parameter (semaphore permits, barrier
- *                  parties), written once when the slot takes its kind
+ *                  parties), written once when the slot takes its kind; a
+ *                  request queue's generation (queue-names.ts)
  *   F_ACQUIRED …   float64 counters, at float64 index (slot word + n) / 2
  */
 
@@ -80,6 +83,8 @@ export const H_FLAGS = 10;
 export const TABLE_GATED = 1;
 export const H_KEEPER = 11;
 export const H_KEEPER_BELL = 12;
+export const H_NAME_LATCH = 13;
+export const H_TOKEN_HWM = 14; // f64: 14-15
 /** H_KEEPER: none, being started, running (bridge/keeper.ts moves it on). */
 export const KEEPER_NONE = 0;
 export const KEEPER_STARTING = 1;
@@ -117,6 +122,8 @@ export const SLOT_BYTES = SLOT_WORDS * 4;
  * is claimed once (UNUSED → CLAIMING → NAMED, or
  * UNUSED → INDEXED) and never given back: a name keeps its slot for the
  * table's life, so a name resolved once can be cached by any thread forever.
+ * The exception is a table of request queues, which gives idle queues'
+ * slots back when it runs short, and checks generations (queue-names.ts).
  */
 export const USE_UNUSED = 0;
 export const USE_CLAIMING = 1;

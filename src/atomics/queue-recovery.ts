@@ -21,6 +21,7 @@ import {
 } from './queue-word.js';
 import { debuglog } from 'node:util';
 import { recoverIfGone } from './threads.js';
+import { recoverNameLatch } from './queue-names.js';
 
 const debug = debuglog('latchkey');
 
@@ -43,6 +44,7 @@ export function setOuterRecovery(id: string, recovery: OuterRecovery): void {
 function recoverQueues(table: WatchedTable, dead: number): { released: number; retry?: () => boolean } {
   if (table.nodes === 0) return { released: 0 };
   const pool = poolOf(table, nodeRegionOf(table.slots, table.threads), table.nodes), w = table.words;
+  recoverNameLatch(w, dead);
   const { slots, nodes } = nodesOf(pool, dead);
   for (let slot = 0; slot < table.slots; slot++) {
     const base = slotBase(table.threads, slot);

@@ -19,6 +19,8 @@ import {
 import './queue-recovery.js';
 import { relax, remaining, waitAsyncUntil } from './wait.js';
 import { finishDeferred, recoveriesDeferred } from './threads.js';
+import { StaleQueue, stillNamed } from './queue-names.js';
+export { StaleQueue };
 import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 
 export type LockMode = 'exclusive' | 'shared';
@@ -79,6 +81,8 @@ export function setOuterLock(id: string, outer: OuterLock): void {
 const modeBits = (mode: LockMode) => (mode === 'shared' ? MODE_SHARED : MODE_EXCLUSIVE);
 const AGAIN = 0;
 const UNAVAILABLE = 1;
+/** #enqueue: the slot was given back since this handle was made. */
+const ENQ_STALE = -1;
 /** How often a blocking wait runs this thread's put-off recoveries while there are some. */
 const DEFERRED_POLL_MS = 2;
 /** Spin rounds before a wait parks: round n busy-waits 2^n loop turns, ~20 µs in all here. */
@@ -97,8 +101,12 @@ export class RequestQueue {
   readonly name: string | number;
   readonly gated: boolean;
 
+  /** The slot's generation this handle was made for (queue-names.ts): a slot given back invalidates it. */
+  readonly gen: number;
+
   /** @internal Use `table.queue(name)`. */
-  constructor(core: TableCore, slot: number, _base: number, name: string | number, gated: boolean) {
+  constructor(core: TableCore, slot: number, _base: number, name: string | number, gated: boolean, gen: number) {
+    this.gen = gen;
     this.#core = core;
     this.#pool = poolOf(core, nodeRegionOf(core.slots, core.threads), core.nodes);
     this.#a = anchorOf(this.#pool, slot);
@@ -297,23 +305,30 @@ export class RequestQueue {
     w[at + N_CLIENT] = threadId + 1;
     w[at + N_TTL] = req.ttl;
     const tid = this.#core.tid;
+    let stale = false;
     if (!this.gated && !req.steal) {
       // The uncontended path: one latch, no allocation.
       latch(w, this.#latch, tid, this.#core);
-      let granted: boolean;
+      let granted = false;
       try {
-        granted = tryGrant(pool, this.slot, this.#a, node);
+        stale = !stillNamed(this.#core, this.slot, this.gen);
+        if (!stale) granted = tryGrant(pool, this.slot, this.#a, node);
       } finally {
         unlatch(w, this.#latch, tid);
       }
       if (granted) return node;
     }
     let stolen: number[] = [];
-    const outcome = this.withLatch((wakes) => {
+    const outcome = stale ? ENQ_STALE : this.withLatch((wakes) => {
+      if (!stillNamed(this.#core, this.slot, this.gen)) return { value: ENQ_STALE, action: 0 };
       const r = enqueue(pool, this.slot, this.#a, node, this.gated, tid, wakes);
       stolen = r.stolen;
       return { value: r.outcome, action: r.action };
     });
+    if (outcome === ENQ_STALE) {
+      freeNode(this.#core, pool, node);
+      throw new StaleQueue();
+    }
     if (stolen.length > 0) stolenHook(this, stolen);
     if (outcome === ENQ_UNAVAILABLE) {
       freeNode(this.#core, pool, node);

@@ -21,6 +21,7 @@ import { Mutex } from './mutex.js';
 import { Once } from './once.js';
 import { RWLock } from './rwlock.js';
 import { RequestQueue } from './queue.js';
+import { TOMBSTONE, queueSlotOf, stillNamed } from './queue-names.js';
 import { MAX_PERMITS, Semaphore } from './semaphore.js';
 import { kindOps } from './kinds.js';
 import { checkInteger } from './options.js';
@@ -145,6 +146,8 @@ export class LockTable {
   readonly #core: TableCore;
   /** Names this thread has resolved: a name never changes slot, so this never goes stale. */
   readonly #names = new Map<string, number>();
+  /** A queue table's names: the generation each slot had when the name was found (queue-names.ts). */
+  readonly #gens = new Map<string, number>();
   readonly #scratch = new Uint8Array(NAME_MAX);
   readonly #queues: Array<RequestQueue | undefined> = [];
 
@@ -263,13 +266,22 @@ export class LockTable {
    * The request queue named `name` (Web Locks semantics; locks.ts drives it).
    * @internal Only tables made with a node pool have queues.
    */
-  queue(nameOrIndex: string | number): RequestQueue {
+  queue(name: string): RequestQueue {
     if (this.#core.nodes === 0) {
       throw new ERR_LOCK_SLOT_IN_USE(`table ${this.#core.id}`, 'a request queue', 'it was made without a node pool');
     }
-    const slot = this.#resolve(nameOrIndex, true);
+    if (typeof name !== 'string') throw new ERR_INVALID_ARG_TYPE('name', 'a string', name);
+    const slot = this.#slotOf(name, true), gen = this.#gens.get(name)!;
     const gated = (this.#core.words[H_FLAGS] & TABLE_GATED) !== 0;
-    return new RequestQueue(this.#core, slot, this.#claimKind(slot, KIND_QUEUE, 'a request queue'), nameOrIndex, gated);
+    return new RequestQueue(this.#core, slot, this.#claimKind(slot, KIND_QUEUE, 'a request queue'), name, gated, gen);
+  }
+
+  /** @internal A queue handle found stale (StaleQueue): look `name` up again next time. */
+  forget(name: string): void {
+    const slot = this.#names.get(name);
+    this.#names.delete(name);
+    this.#gens.delete(name);
+    if (slot !== undefined) this.#queues[slot] = undefined;
   }
 
   /**
@@ -281,6 +293,7 @@ export class LockTable {
     const { words, threads, slots } = this.#core;
     for (let slot = 0; slot < slots; slot++) {
       let q = this.#queues[slot];
+      if (q !== undefined && !stillNamed(this.#core, slot, q.gen)) q = this.#queues[slot] = undefined; // given back
       if (q === undefined) {
         if (((Atomics.load(words, slotBase(threads, slot) + S_USE) & KIND_MASK) >>> KIND_SHIFT) !== KIND_QUEUE) continue;
         const name = this.#nameOf(slot);
@@ -303,7 +316,7 @@ export class LockTable {
     if (nameOrIndex === undefined) {
       const all: LockStats[] = [];
       for (let slot = 0; slot < this.#core.slots; slot++) {
-        if (this.#reach(slot) !== USE_UNUSED) all.push(this.#statsOf(slot));
+        if (this.#reach(slot) !== USE_UNUSED && !this.#givenBack(slot)) all.push(this.#statsOf(slot));
       }
       return all;
     }
@@ -314,6 +327,10 @@ export class LockTable {
   /** @internal For tests: the raw views and this thread's core. */
   static unsafeExposeInternals(table: LockTable): { core: TableCore; slotBase: (slot: number) => number } {
     return { core: table.#core, slotBase: (slot) => slotBase(table.#core.threads, slot) };
+  }
+
+  #givenBack(slot: number): boolean {
+    return Atomics.load(this.#core.words, slotBase(this.#core.threads, slot) + S_NAME_LEN) === TOMBSTONE;
   }
 
   #reach(slot: number): number {
@@ -338,13 +355,24 @@ export class LockTable {
    */
   #slotOf(name: string, create: boolean): number {
     const cached = this.#names.get(name);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) {
+      // A queue table's slot may have been given back since (queue-names.ts).
+      if (this.#core.nodes === 0 || stillNamed(this.#core, cached, this.#gens.get(name)!)) return cached;
+      this.forget(name);
+    }
     const { words, bytes, slots, threads } = this.#core;
     const length = Buffer.byteLength(name, 'utf8');
     if (length > NAME_MAX) throw new ERR_OUT_OF_RANGE('name', `at most ${NAME_MAX} UTF-8 bytes`, `${length} bytes`);
     const scratch = this.#scratch;
     encoder.encodeInto(name, scratch);
     const hash = fnv1a(scratch, length) | 0;
+    if (this.#core.nodes > 0) {
+      const found = queueSlotOf(this.#core, scratch, length, hash, create);
+      if (found === null) return -1;
+      this.#names.set(name, found[0]);
+      this.#gens.set(name, found[1]);
+      return found[0];
+    }
     let slot = (hash >>> 0) % slots;
     for (let probes = 0; probes < slots;) {
       const base = slotBase(threads, slot);
@@ -436,7 +464,7 @@ export class LockTable {
   #nameOf(slot: number): string | null {
     const { words, bytes, slots, threads } = this.#core;
     const base = slotBase(threads, slot);
-    if ((Atomics.load(words, base + S_USE) & USE_REACH_MASK) !== USE_NAMED) return null;
+    if ((Atomics.load(words, base + S_USE) & USE_REACH_MASK) !== USE_NAMED || words[base + S_NAME_LEN] === TOMBSTONE) return null;
     const offset = nameOffset(slots, threads, slot);
     return decoder.decode(bytes.slice(offset, offset + words[base + S_NAME_LEN]));
   }
