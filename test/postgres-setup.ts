@@ -6,6 +6,7 @@
  * If neither works the cluster tests fail, loudly: they never skip.
  */
 import { execFileSync, execSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export default function setup(): (() => void) | undefined {
@@ -27,5 +28,7 @@ export default function setup(): (() => void) | undefined {
     } catch {
       // it dies with the machine anyway
     }
+    const data = /-D (\S+)\/db /.exec(restart!)?.[1];
+    if (data !== undefined && data.startsWith('/tmp/latchkey-pg.')) rmSync(data, { recursive: true, force: true });
   };
 }

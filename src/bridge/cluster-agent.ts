@@ -26,10 +26,10 @@ import {
   N_NEXT, OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, nodeAt, ringOuterBell,
 } from '../atomics/queue-word.js';
 import {
-  ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_ACQUIRE, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,
+  ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,
   QUERY_CHANNEL, RES_DIED, RES_ERROR, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, clusterTable, clusterUrl,
 } from './cluster.js';
-import { Session, kindOf } from './postgres.js';
+import { CLIENT_OPTIONS, Session, kindOf } from './postgres.js';
 import { broadcastLoss } from '../loss.js';
 import { hostEvent } from '../observe.js';
 
@@ -55,7 +55,7 @@ function connect(): Session {
   if (session !== undefined && !session.lost) return session;
   const s = new Session(url, (err) => lost(s, err));
   session = s;
-  const l = new pg.Client({ connectionString: url, application_name: 'latchkey listen' });
+  const l = new pg.Client({ connectionString: url, application_name: 'latchkey listen', ...CLIENT_OPTIONS });
   listener?.end().catch(() => {});
   listener = l;
   l.on('error', () => {});
@@ -108,6 +108,9 @@ function reply(q: RequestQueue, seq: number, result: number, token = 0): void {
 
 const errorResult = (err: unknown) => RES_ERROR + ERROR_KINDS.indexOf(kindOf(err));
 
+/** Whether request `seq` of the slot is still the one to answer (no cancel or newer request came meanwhile). */
+const current = (q: RequestQueue, seq: number) => Atomics.load(q.pool.words, q.anchor + A_OUTER_REQ) === seq;
+
 async function attempt(q: RequestQueue, seq: number, name: string, mode: LockMode, once: boolean): Promise<void> {
   try {
     const s = connect();
@@ -116,7 +119,11 @@ async function attempt(q: RequestQueue, seq: number, name: string, mode: LockMod
     if (r.granted) {
       pending.delete(q.slot);
       held.set(q.slot, { name, mode });
-      reply(q, seq, RES_GRANTED | (r.died ? RES_DIED : 0), r.token);
+      // Cancelled while the attempt was on its way: the requester gave up, give it back.
+      if (!current(q, seq)) await giveBack(q.slot);
+      else reply(q, seq, RES_GRANTED | (r.died ? RES_DIED : 0), r.token);
+    } else if (!current(q, seq)) {
+      pending.delete(q.slot);
     } else if (once) {
       reply(q, seq, RES_UNAVAILABLE);
     } else {
@@ -125,65 +132,54 @@ async function attempt(q: RequestQueue, seq: number, name: string, mode: LockMod
   } catch (err) {
     debug('cluster attempt on %s failed: %s', name, (err as Error).message);
     pending.delete(q.slot);
-    reply(q, seq, errorResult(err));
+    if (current(q, seq)) reply(q, seq, errorResult(err));
   }
 }
 
+/** Give back what the session holds of the slot (idempotent). */
+async function giveBack(slot: number, abandoned = false): Promise<void> {
+  const grant = held.get(slot);
+  if (grant === undefined) return;
+  held.delete(slot);
+  await session?.release(grant.name, grant.mode, abandoned).catch((err: Error) => {
+    // The session is gone or going: the server lets go of its locks with it.
+    debug('cluster release of %s failed: %s', grant.name, err.message);
+  });
+}
+
 async function release(q: RequestQueue, seq: number, op: number): Promise<void> {
-  const name = q.name as string, grant = held.get(q.slot), w = q.pool.words, a = q.anchor;
+  const name = q.name as string, w = q.pool.words, a = q.anchor;
   try {
-    if (grant !== undefined && (op & F_KEEP) !== 0 && !(await connect().othersWaiting(name))) {
+    if (held.has(q.slot) && (op & F_KEEP) !== 0 && !(await connect().othersWaiting(name))) {
       if (Atomics.load(w, a + A_OUTER) === OUTER_RELEASING) q.outerKept();
       reply(q, seq, RES_RELEASED);
       return;
     }
-    if (grant !== undefined) {
-      held.delete(q.slot);
-      if (session !== undefined && !session.lost) await session.release(name, grant.mode, (op & F_ABANDONED) !== 0);
-    }
   } catch (err) {
-    // The session is gone or going: the server lets go of its locks with it.
-    debug('cluster release of %s failed: %s', name, (err as Error).message);
+    debug('cluster check of waiters on %s failed: %s', name, (err as Error).message);
   }
+  await giveBack(q.slot, (op & F_ABANDONED) !== 0);
   if (Atomics.load(w, a + A_OUTER) === OUTER_RELEASING) q.outerReleased();
   reply(q, seq, RES_RELEASED);
 }
 
+/** Request `seq` of the slot: an acquisition or a release (cancels are answered at once, in serve()). */
 async function handle(q: RequestQueue, seq: number, op: number): Promise<void> {
-  const name = q.name as string, mode: LockMode = (op & F_SHARED) !== 0 ? 'shared' : 'exclusive';
-  switch (op & OP_MASK) {
-    case OP_ACQUIRE:
-      // Already ours (a thread of ours died between getting it and telling the queue): ours again, a new token.
-      if (held.has(q.slot)) {
-        await release(q, seq, OP_RELEASE);
-      }
-      await attempt(q, seq, name, mode, (op & F_ONCE) !== 0);
-      return;
-    case OP_CANCEL: {
-      const waiting = pending.get(q.slot);
-      pending.delete(q.slot);
-      // Granted just before the cancel came: the requester gave up on it, give it back.
-      if (waiting === undefined && held.has(q.slot) && Atomics.load(q.pool.words, q.anchor + A_OUTER) === OUTER_ACQUIRING) {
-        const grant = held.get(q.slot)!;
-        held.delete(q.slot);
-        await session?.release(name, grant.mode, false).catch(() => {});
-      }
-      await session?.withdraw(name).catch(() => {});
-      reply(q, seq, RES_CANCELLED);
-      return;
-    }
-    case OP_RELEASE:
-      pending.delete(q.slot);
-      await release(q, seq, op);
+  const mode: LockMode = (op & F_SHARED) !== 0 ? 'shared' : 'exclusive';
+  if ((op & OP_MASK) === OP_RELEASE) {
+    pending.delete(q.slot);
+    await release(q, seq, op);
+    return;
   }
+  // Already ours (a thread of ours died between getting it and telling the queue): give it back first.
+  await giveBack(q.slot);
+  await attempt(q, seq, q.name as string, mode, (op & F_ONCE) !== 0);
 }
 
 /** A grant the session holds that no queue uses any more (a release lost to a thread's death): give it back. */
 async function sweep(q: RequestQueue): Promise<void> {
-  const outer = Atomics.load(q.pool.words, q.anchor + A_OUTER), grant = held.get(q.slot);
-  if (grant === undefined || outer !== OUTER_NONE || pending.has(q.slot)) return;
-  held.delete(q.slot);
-  await session?.release(grant.name, grant.mode, false).catch(() => {});
+  const outer = Atomics.load(q.pool.words, q.anchor + A_OUTER);
+  if (held.has(q.slot) && outer === OUTER_NONE && !pending.has(q.slot)) await giveBack(q.slot);
 }
 
 function ring(): void {
@@ -191,23 +187,39 @@ function ring(): void {
   Atomics.notify(words, H_KEEPER_BELL);
 }
 
-async function serve(poll: boolean): Promise<void> {
+/** Each slot's work in progress: one at a time per name, every name at once (a stuck one holds up no other). */
+const inflight = new Map<number, Promise<void>>();
+function run(q: RequestQueue, work: () => Promise<void>): void {
+  inflight.set(q.slot, work().finally(() => {
+    inflight.delete(q.slot);
+    ring(); // a request that came meanwhile is read now
+  }));
+}
+
+function serve(poll: boolean): void {
   for (const q of table.queues()) {
     queues.set(q.slot, q);
-    const w = q.pool.words, a = q.anchor, seq = Atomics.load(w, a + A_OUTER_REQ);
+    const w = q.pool.words, a = q.anchor, seq = Atomics.load(w, a + A_OUTER_REQ), op = Atomics.load(w, a + A_OUTER_REQ_OP);
+    if (seq !== 0 && handled.get(q.slot) !== seq && (op & OP_MASK) === OP_CANCEL) {
+      // At once, whatever is on its way for the name: the requester waits for nothing else.
+      handled.set(q.slot, seq);
+      const waiting = pending.get(q.slot);
+      pending.delete(q.slot);
+      if (waiting !== undefined) void session?.withdraw(waiting.name).catch(() => {});
+      reply(q, seq, RES_CANCELLED);
+      continue;
+    }
+    if (inflight.has(q.slot)) continue;
     if (seq !== 0 && handled.get(q.slot) !== seq) {
       handled.set(q.slot, seq);
-      await handle(q, seq, Atomics.load(w, a + A_OUTER_REQ_OP));
-    } else {
-      await sweep(q);
+      run(q, () => handle(q, seq, op));
+    } else if (poll || woken) {
+      const p = pending.get(q.slot);
+      if (p !== undefined && handled.get(q.slot) === p.seq) run(q, () => attempt(q, p.seq, p.name, p.mode, false));
+      else if (held.has(q.slot)) run(q, () => sweep(q));
     }
   }
-  if (!poll && !woken) return;
   woken = false;
-  for (const [slot, p] of [...pending]) {
-    const q = queueAt(slot);
-    if (handled.get(slot) === p.seq) await attempt(q, p.seq, p.name, p.mode, false);
-  }
 }
 
 const queries = new BroadcastChannel(QUERY_CHANNEL);
@@ -227,7 +239,7 @@ for (;;) {
   const bell = Atomics.load(words, H_KEEPER_BELL);
   const poll = pending.size > 0 && performance.now() - lastPoll >= POLL_MS;
   if (poll) lastPoll = performance.now();
-  await serve(poll);
+  serve(poll);
   const r = Atomics.waitAsync(words, H_KEEPER_BELL, bell, pending.size > 0 ? POLL_MS : 1000);
   if (r.async) await r.value;
 }

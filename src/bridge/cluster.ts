@@ -18,10 +18,10 @@
  * the releaser), so a mailbox of one is enough.
  */
 import { debuglog } from 'node:util';
-import { BroadcastChannel, threadId } from 'node:worker_threads';
+import { BroadcastChannel, isMainThread, threadId } from 'node:worker_threads';
 import type { HostLockEntry } from './backend.js';
 import { LockTable, createBuffer, shareWithProcess } from '../atomics/table.js';
-import { H_KEEPER_BELL, S_BELL, TABLE_GATED, slotBase } from '../atomics/layout.js';
+import { H_KEEPER_BELL, H_NAMED, S_BELL, TABLE_GATED, slotBase } from '../atomics/layout.js';
 import { type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../atomics/queue.js';
 import { setOuterRecovery } from '../atomics/queue-recovery.js';
 import {
@@ -61,6 +61,10 @@ export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query'] as cons
 /** The BroadcastChannel of query() requests (cluster-agent.ts answers). */
 export const QUERY_CHANNEL = 'latchkey:cluster-query';
 const QUERY_MS = 10_000;
+/** How long process exit waits for the agent's last releases. */
+const EXIT_MS = 1000;
+/** How long a requester waits for the agent to answer its cancel. */
+const CANCEL_MS = 2000;
 let queries = 0;
 
 const kSlots = 1024;
@@ -133,6 +137,7 @@ class ClusterEscalation {
   readonly #wait: Wait;
   #seq: number;
   #cancelling = false;
+  #cancelledAt = 0;
   #cause: unknown;
 
   constructor(q: RequestQueue, mode: LockMode, wait: Wait, once: boolean) {
@@ -157,13 +162,17 @@ class ClusterEscalation {
     if (!this.#cancelling && performance.now() >= this.#wait.deadline) {
       this.cancel(new ERR_LOCK_TIMEOUT(JSON.stringify(q.name), this.#wait.timeout));
     }
-    return { bell, until: this.#cancelling ? performance.now() + 1000 : this.#wait.deadline };
+    // The agent answers a cancel at once; if it does not (it is not running), give up anyway:
+    // it gives back a grant nobody asked for when it next looks (its sweep).
+    if (this.#cancelling && performance.now() - this.#cancelledAt > CANCEL_MS) return { failed: this.#cause };
+    return { bell, until: this.#cancelling ? this.#cancelledAt + CANCEL_MS : this.#wait.deadline };
   }
 
   /** Withdraw the request; the agent's answer to the cancel ends the escalation (with `cause`). */
   cancel(cause: unknown): void {
     if (this.#cancelling) return;
     this.#cancelling = true;
+    this.#cancelledAt = performance.now();
     this.#cause = cause;
     this.#seq = post(this.#q, OP_CANCEL);
   }
@@ -199,13 +208,17 @@ const clusterOuter: OuterLock = {
 
 /** Held and pending cluster locks of every machine, from the agent (which owns the connection). */
 export async function clusterQuery(): Promise<HostLockEntry[]> {
+  clusterUrl();
   const w = LockTable.unsafeExposeInternals(clusterTable()).core.words;
   ensureKeeper(w, CLUSTER_TABLE_KEY);
   const channel = new BroadcastChannel(QUERY_CHANNEL), id = `${process.pid}:${threadId}:${++queries}`;
   try {
     return await new Promise<HostLockEntry[]>((resolve, reject) => {
-      const timer = setTimeout(() => reject(agentError('unreachable')), QUERY_MS);
       let again: NodeJS.Timeout | undefined;
+      const timer = setTimeout(() => {
+        clearInterval(again);
+        reject(agentError('unreachable'));
+      }, QUERY_MS);
       channel.onmessage = (event) => {
         const m = (event as { data: { id: string; entries?: HostLockEntry[]; error?: string } }).data;
         if (m.id !== id) return;
@@ -230,4 +243,22 @@ function giveBack(slot: number): void {
   if (name === null) return;
   post(t.queue(name), OP_RELEASE);
   debug('cluster lock %s: given back after a thread died in the way', name);
+}
+
+// At exit, wait (a little) for the agent to finish the releases it was
+// asked for: a session that ends with a lease row left reads, to the next
+// holder, as a holder that died.
+if (isMainThread) {
+  process.on('exit', () => {
+    if (clusterBuffer === undefined || table === undefined && new Int32Array(clusterBuffer)[H_NAMED] === 0) return;
+    const end = performance.now() + EXIT_MS;
+    for (const q of clusterTable().queues()) {
+      const w = q.pool.words, a = q.anchor;
+      for (;;) {
+        const bell = Atomics.load(w, bellOf(q));
+        if (Atomics.load(w, a + A_OUTER_REP) === Atomics.load(w, a + A_OUTER_REQ) || performance.now() >= end) break;
+        Atomics.wait(w, bellOf(q), bell, Math.max(0, end - performance.now()));
+      }
+    }
+  });
 }

@@ -93,6 +93,13 @@ BEGIN
 END $$;
 `;
 
+/**
+ * A server that takes the connection and never answers must not hold a
+ * request up for ever: connecting gives up after 3 s, and dead peers are
+ * found by TCP keepalive.
+ */
+export const CLIENT_OPTIONS = { connectionTimeoutMillis: 3000, keepAlive: true } as const;
+
 /** A fixed advisory key that serialises schema creation ('latchkey schema'). */
 const SCHEMA_LOCK = '7591002331948106291';
 
@@ -104,7 +111,7 @@ export function kindOf(err: unknown): ErrorKind {
   if (typeof e.code === 'string') {
     if (/^E[A-Z]+$/.test(e.code) || e.syscall !== undefined) return 'unreachable'; // ECONNREFUSED, ENOTFOUND …
     if (e.code.startsWith('28')) return 'refused'; // invalid authorization
-    if (e.code === '42501' || e.code === '3D000' || e.code.startsWith('42')) return 'rights';
+    if (e.code === '42501' || e.code === '3D000' || e.code === '3F000' || e.code.startsWith('42')) return 'rights';
     if (e.code.startsWith('08') || e.code === '57P01' || e.code === '57P03') return 'unreachable';
   }
   if (/terminat|Connection|ECONN|timeout/i.test((err as Error)?.message ?? '')) return 'unreachable';
@@ -127,7 +134,7 @@ export class Session {
   lost = false;
 
   constructor(url: string, onLost: (err: Error) => void) {
-    this.client = new pg.Client({ connectionString: url, application_name: 'latchkey' });
+    this.client = new pg.Client({ connectionString: url, application_name: 'latchkey', ...CLIENT_OPTIONS });
     const lose = (err: Error) => {
       if (this.lost) return;
       this.lost = true;
