@@ -16,6 +16,7 @@ import { semaphoreBench } from './semaphore.js';
 import { conditionBench } from './condition.js';
 import { locksBench } from './locks.js';
 import { hostBench } from './host.js';
+import { clusterBench } from './cluster.js';
 
 const quick = process.argv.includes('--quick');
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -52,6 +53,8 @@ log('front door: locks.request() …');
 figures.push(...await locksBench(quick, log));
 log('host tier: file and SQLite backends, processes …');
 figures.push(...await hostBench(quick));
+log('cluster tier: PostgreSQL (LATCHKEY_PG_URL) …');
+figures.push(...await clusterBench(quick));
 
 const table = markdown(figures);
 const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
