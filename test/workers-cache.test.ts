@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 // GuardedCache: a missing key is computed once however many threads (scope
 // 'thread') or processes (scope 'host') ask for it at once; every caller
 // gets that one value. Real threads and real processes; computations are
@@ -58,9 +59,9 @@ describe('GuardedCache.get() across threads (scope thread)', () => {
     expect((first as { at: unknown }).at).toBeInstanceOf(Date); // structured clone keeps a Date a Date
   });
 
-  test('8 threads ask for 6 keys at once, 2 stripes: each key computed once', async () => {
+  test('8 threads ask for 6 keys at once: each key computed once', async () => {
     const keys = ['a', 'b', 'c', 'd', 'e', 'f'];
-    const { outcomes, computes } = await race(8, { name: uniqueName('many'), options: { stripes: 2 }, keys, delayMs: 20 });
+    const { outcomes, computes } = await race(8, { name: uniqueName('many'), options: {}, keys, delayMs: 20 });
     expect(computes).toBe(keys.length);
     keys.forEach((key, i) => {
       const seen = new Set(outcomes.map((o) => JSON.stringify(o[i])));
@@ -85,17 +86,18 @@ describe('GuardedCache.get() across threads (scope thread)', () => {
 describe('GuardedCache.get() when the computing thread dies', () => {
   test('a thread terminated mid-compute releases the key: the waiting caller computes it', async () => {
     const name = uniqueName('dead'), counter = new SharedArrayBuffer(4), gate = control(2);
-    const job: CacheJob = { name, options: { stripes: 1 }, keys: ['k'], counter, gate: gate.buffer as SharedArrayBuffer, delayMs: 30_000 };
+    const job: CacheJob = { name, options: {}, keys: ['k'], counter, gate: gate.buffer as SharedArrayBuffer, delayMs: 30_000 };
     const w = new Worker(fixture('workers-cache'), { workerData: job });
     w.on('error', () => {});
     await until(gate, 0, 1);
     signalWord(gate, 1);
     await until(new Int32Array(counter), 0, 1); // the worker holds the key's lock, computing
-    const mine = new GuardedCache<unknown>(name, { stripes: 1 }).get('k', () => 'computed here');
+    const mine = new GuardedCache<unknown>(name).get('k', () => 'computed here');
+    const lockName = `cache:${name}:${createHash('sha256').update('k', 'utf16le').digest('hex')}`;
     // Wait until this thread's request is queued behind the worker's, then kill the worker.
     for (;;) {
       const { pending } = await locks.query();
-      if (pending.some((l) => l.name === `cache:${name}:0`)) break;
+      if (pending.some((l) => l.name === lockName)) break;
       await new Promise((r) => setImmediate(r));
     }
     await w.terminate();
@@ -128,8 +130,8 @@ describe('GuardedCache.get() in one thread', () => {
     expect(computes).toBe(2);
   });
 
-  test('a compute may get() other keys of its cache, also of its own stripe (1 stripe: every key shares the lock)', async () => {
-    const cache = new GuardedCache<number>(uniqueName('nested'), { stripes: 1 });
+  test('a compute may get() other keys of its cache (their own locks)', async () => {
+    const cache = new GuardedCache<number>(uniqueName('nested'));
     const v = await cache.get('sum', async () => (await cache.get('a', () => 1)) + (await cache.get('b', async () => 2)));
     expect(v).toBe(3);
     expect(await cache.get('a', () => 100)).toBe(1);
@@ -174,7 +176,6 @@ describe('GuardedCache.get() in one thread', () => {
     expect(code(() => new GuardedCache('x', { ttl: 0 }))).toBe('ERR_OUT_OF_RANGE');
     expect(code(() => new GuardedCache('x', { ttl: Number.NaN }))).toBe('ERR_OUT_OF_RANGE');
     expect(code(() => new GuardedCache('x', { max: 0 }))).toBe('ERR_OUT_OF_RANGE');
-    expect(code(() => new GuardedCache('x', { stripes: 1.5 }))).toBe('ERR_OUT_OF_RANGE');
     expect(code(() => new GuardedCache('x', { scope: 'cluster' as 'host' }))).toBe('ERR_INVALID_ARG_VALUE');
     const cache = new GuardedCache<number>(uniqueName('bad'));
     await expect(cache.get(1 as unknown as string, () => 1)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });

@@ -16,7 +16,7 @@
  * 2. The shared store, read without a lock: one file per key, which appears
  *    whole (written to a temporary file, then renamed), so a reader sees the
  *    old record, the new one, or none, never half of one.
- * 3. The key's lock, `locks.request('cache:<name>:<stripe>', { scope })`:
+ * 3. The key's lock, `locks.request('cache:<name>:<hash>', { scope })`:
  *    the holder reads the store again (whoever held the lock before may have
  *    just filled it), and only when the key is still missing computes it,
  *    writes it to the store and releases the lock. The next holder finds it.
@@ -45,15 +45,11 @@
  * objects, and a value that cannot be cloned (a function, a symbol, a
  * socket) makes that get() reject with v8's DataCloneError.
  *
- * Lock names. A lock table keeps a name for its whole life (the thread
- * scope's table has 4096 names for the whole process, the host table 1024),
- * so one lock per key would run out (ERR_LOCK_TABLE_FULL) on any cache with
- * more keys than that. Keys are spread over `stripes` locks instead: misses
- * of two keys of one stripe are computed one after the other, and a
- * compute may get() other keys of the same cache, also of its own stripe
- * (the stripe is reentrant within the compute's async context).
+ * Lock names: one lock per key, `cache:<name>:<SHA-256 of the key>`; the
+ * front door's tables give an idle name's slot back, so a cache may have
+ * any number of keys. A compute may get() other keys of its cache (their
+ * own locks); one that get()s its own key waits for itself.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomBytes } from 'node:crypto';
 import { lstat, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -93,7 +89,7 @@ export interface GuardedCacheOptions {
    * process (the other threads wait on a thread-scope lock); `'host'`, one
    * process of this machine (a host-scope lock, through the lock
    * directory). Both use the same store. Every GuardedCache of one name
-   * must agree on `scope` and `stripes`, or two of them may compute one key.
+   * must agree on `scope`, or two of them may compute one key.
    *
    * Cost, on misses only: a thread-scope lock takes microseconds; a
    * host-scope lock goes through the lock directory's files (and starts
@@ -101,18 +97,9 @@ export interface GuardedCacheOptions {
    * @default 'thread'
    */
   scope?: LockScope;
-  /**
-   * How many locks the keys are spread over (see "Lock names" above). More
-   * stripes let more different keys be computed at once; each stripe takes
-   * one name in its scope's lock table for the life of the process (thread
-   * scope: 4096 names for the process, host scope: 1024), once it is used.
-   * @default 64
-   */
-  stripes?: number;
 }
 
-const kDefaultOptions = Object.freeze({ ttl: Infinity, max: 1000, scope: 'thread' as LockScope, stripes: 64 });
-const kMaxStripes = 1024;
+const kDefaultOptions = Object.freeze({ ttl: Infinity, max: 1000, scope: 'thread' as LockScope });
 /** What the name may be: it is a directory name and part of a lock name (128 bytes at most). */
 const kNamePattern = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
 /** Temporary files older than this are a crashed writer's, and clear() removes them. */
@@ -129,23 +116,6 @@ interface StoreRecord {
 /** What a delete() or clear() tells the other GuardedCache objects of this process. */
 type Invalidation = { key: string } | { clear: true };
 
-/**
- * The stripes held by the current async context: a compute that get()s a
- * key of a stripe it holds must not wait for itself. `held` is cleared on
- * release, so a continuation that outlives the hold takes the lock again.
- */
-interface Holding {
-  readonly lock: string;
-  held: boolean;
-  readonly outer: Holding | undefined;
-}
-const holding = new AsyncLocalStorage<Holding>();
-
-function holds(lock: string): boolean {
-  for (let h = holding.getStore(); h !== undefined; h = h.outer) if (h.held && h.lock === lock) return true;
-  return false;
-}
-
 const isMissing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT';
 
 export class GuardedCache<V> {
@@ -153,7 +123,6 @@ export class GuardedCache<V> {
   readonly scope: LockScope;
   readonly ttl: number;
   readonly max: number;
-  readonly stripes: number;
   /** The store's directory, `<lock dir>/cache/<name>`. */
   readonly dir: string;
   /** Values boxed: lru-cache cannot hold undefined or null, and V may be either. */
@@ -174,7 +143,7 @@ export class GuardedCache<V> {
       throw new ERR_INVALID_ARG_VALUE('name', name, 'it must be 1 to 64 of A-Z a-z 0-9 . _ - and not start with a dot');
     }
     if (options === null || typeof options !== 'object') throw new ERR_INVALID_ARG_TYPE('options', 'an object', options);
-    const { ttl = kDefaultOptions.ttl, max = kDefaultOptions.max, scope = kDefaultOptions.scope, stripes = kDefaultOptions.stripes } = options;
+    const { ttl = kDefaultOptions.ttl, max = kDefaultOptions.max, scope = kDefaultOptions.scope } = options;
     if (typeof ttl !== 'number') throw new ERR_INVALID_ARG_TYPE('options.ttl', 'a number', ttl);
     if (ttl !== Infinity && !(Number.isSafeInteger(ttl) && ttl >= 1)) {
       throw new ERR_OUT_OF_RANGE('options.ttl', 'a positive integer number of ms, or Infinity', ttl);
@@ -182,15 +151,10 @@ export class GuardedCache<V> {
     if (typeof max !== 'number') throw new ERR_INVALID_ARG_TYPE('options.max', 'a number', max);
     if (!(Number.isInteger(max) && max >= 1 && max <= 2 ** 30)) throw new ERR_OUT_OF_RANGE('options.max', 'an integer from 1 to 2^30', max);
     if (scope !== 'thread' && scope !== 'host') throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread' or 'host'");
-    if (typeof stripes !== 'number') throw new ERR_INVALID_ARG_TYPE('options.stripes', 'a number', stripes);
-    if (!(Number.isInteger(stripes) && stripes >= 1 && stripes <= kMaxStripes)) {
-      throw new ERR_OUT_OF_RANGE('options.stripes', `an integer from 1 to ${kMaxStripes}`, stripes);
-    }
     this.name = name;
     this.scope = scope;
     this.ttl = ttl;
     this.max = max;
-    this.stripes = stripes;
     this.#base = resolve(process.env.LATCHKEY_DIR || defaultDir());
     this.dir = join(this.#base, 'cache', name);
     // Entries loaded from the store carry their own remaining ttl (set() below).
@@ -228,10 +192,10 @@ export class GuardedCache<V> {
     if (typeof key !== 'string') throw new ERR_INVALID_ARG_TYPE('key', 'a string', key);
     this.#forget({ key });
     await this.#open();
-    const { file, lock, held } = this.#where(key);
+    const { file, lock } = this.#where(key);
     const remove = () => unlink(file).then(() => true, (err) => (isMissing(err) ? false : Promise.reject(err)));
     // Under the key's lock: a compute of the key finishes first, then its file goes.
-    const removed = holds(held) ? await remove() : await locks.request(lock, { scope: this.scope }, remove);
+    const removed = await locks.request(lock, { scope: this.scope }, remove);
     this.#local.delete(key);
     return removed;
   }
@@ -269,23 +233,14 @@ export class GuardedCache<V> {
 
   async #miss(key: string, compute: () => V | PromiseLike<V>): Promise<V> {
     await this.#open();
-    const { file, lock, held } = this.#where(key);
+    const { file, lock } = this.#where(key);
     // Lock-free read first: a file appears whole (rename), so this sees a complete record or none.
     const found = await this.#read(file, key);
     if (found !== undefined) return this.#keep(key, found);
-    // A compute of this stripe asking for another key: it holds the lock already.
-    if (holds(held)) return this.#fill(key, file, compute);
-    return locks.request(lock, { scope: this.scope }, () => {
-      const h: Holding = { lock: held, held: true, outer: holding.getStore() };
-      return holding.run(h, async () => {
-        try {
-          // Read again under the lock: the previous holder may have filled it just now.
-          const again = await this.#read(file, key);
-          return again !== undefined ? this.#keep(key, again) : await this.#fill(key, file, compute);
-        } finally {
-          h.held = false;
-        }
-      });
+    return locks.request(lock, { scope: this.scope }, async () => {
+      // Read again under the lock: the previous holder may have filled it just now.
+      const again = await this.#read(file, key);
+      return again !== undefined ? this.#keep(key, again) : this.#fill(key, file, compute);
     });
   }
 
@@ -332,13 +287,11 @@ export class GuardedCache<V> {
     return value;
   }
 
-  /** The key's file, its stripe's lock name, and that lock as the reentrancy check knows it (scope and name). */
-  #where(key: string): { file: string; lock: string; held: string } {
+  /** The key's file and lock name. */
+  #where(key: string): { file: string; lock: string } {
     // UTF-16 code units, not UTF-8: distinct keys with lone surrogates stay distinct.
     const hash = createHash('sha256').update(key, 'utf16le').digest('hex');
-    const stripe = Number.parseInt(hash.slice(0, 8), 16) % this.stripes;
-    const lock = `cache:${this.name}:${stripe}`;
-    return { file: join(this.dir, hash), lock, held: `${this.scope}:${lock}` };
+    return { file: join(this.dir, hash), lock: `cache:${this.name}:${hash}` };
   }
 
   /** Drop local copies here, and tell the other GuardedCache objects of this name in the process. */
