@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 // GuardedCache: a missing key is computed once however many threads (scope
 // 'thread') or processes (scope 'host') ask for it at once; every caller
 // gets that one value. Real threads and real processes; computations are
 // counted in shared memory (threads) or in a file (processes).
+import { createHash } from 'node:crypto';
 import { afterAll, describe, expect, test, vi } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { fork } from 'node:child_process';
