@@ -5,33 +5,12 @@ import type { Worker } from 'node:worker_threads';
 import { LockGuard, locks } from '../src/index.js';
 import type { LockRequestOptions } from '../src/index.js';
 import { control, result, signalWord, start, until } from './helpers.js';
+import { available, hold, namer, pendingOf } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.
 vi.setConfig({ testTimeout: 10_000 });
 
-let unique = 0;
-const uniqueName = (tag = 'g') => `locks-guard:${tag}:${++unique}`;
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((a) => {
-    resolve = a;
-  });
-  return { promise, resolve };
-}
-
-async function hold(name: string, options: LockRequestOptions = {}) {
-  const granted = deferred<void>(), until = deferred<void>();
-  const done = locks.request(name, options, () => {
-    granted.resolve();
-    return until.promise;
-  });
-  await granted.promise;
-  return { done, release: () => until.resolve() };
-}
-
-const available = (name: string) => locks.request(name, { ifAvailable: true }, (lock) => lock !== null);
-const pendingOf = async (name: string) => (await locks.query()).pending.filter((l) => l.name === name);
+const uniqueName = namer('locks-guard');
 
 const workers: Worker[] = [];
 afterEach(async () => {

@@ -4,30 +4,12 @@ import { describe, expect, test, vi } from 'vitest';
 import { threadId } from 'node:worker_threads';
 import { locks } from '../src/index.js';
 import type { LockInfo, LockRequestOptions } from '../src/index.js';
+import { deferred, hold, namer } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.
 vi.setConfig({ testTimeout: 10_000 });
 
-let unique = 0;
-const uniqueName = (tag = 'q') => `locks-query:${tag}:${++unique}`;
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((a) => {
-    resolve = a;
-  });
-  return { promise, resolve };
-}
-
-async function hold(name: string, options: LockRequestOptions = {}) {
-  const granted = deferred<void>(), until = deferred<void>();
-  const done = locks.request(name, options, () => {
-    granted.resolve();
-    return until.promise;
-  });
-  await granted.promise;
-  return { done, release: () => until.resolve() };
-}
+const uniqueName = namer('locks-query');
 
 const only = (list: LockInfo[], names: string[]) => list.filter((l) => names.includes(l.name));
 const myClientId = `${process.pid}:${threadId}`;

@@ -5,50 +5,12 @@ import { describe, expect, test, vi } from 'vitest';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Lock, locks } from '../src/index.js';
 import type { LockRequestOptions } from '../src/index.js';
+import { available, deferred, hold, namer, turns } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.
 vi.setConfig({ testTimeout: 10_000 });
 
-let unique = 0;
-/** A name no other test of this file uses (the lock manager is process-wide). */
-const uniqueName = (tag = 'r') => `locks-request:${tag}:${++unique}`;
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve: (value: T) => void;
-  reject: (reason: unknown) => void;
-}
-function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void, reject!: (reason: unknown) => void;
-  const promise = new Promise<T>((a, b) => {
-    resolve = a;
-    reject = b;
-  });
-  return { promise, resolve, reject };
-}
-
-/** Let queued work run: several turns of the event loop, no timers. */
-async function turns(n = 5): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
-
-/**
- * Hold `name` until the returned release() is called; resolves once the
- * callback runs. `done` is the request()'s own promise.
- */
-async function hold(name: string, options: LockRequestOptions = {}) {
-  const granted = deferred<Lock | null>(), until = deferred<unknown>();
-  const done = locks.request(name, options, (lock) => {
-    granted.resolve(lock);
-    return until.promise;
-  });
-  const lock = await granted.promise;
-  return { lock, done, release: (v?: unknown) => until.resolve(v) };
-}
-
-/** Whether `name` could be taken right now in `mode` (an ifAvailable request). */
-const available = (name: string, mode: 'exclusive' | 'shared' = 'exclusive') =>
-  locks.request(name, { mode, ifAvailable: true }, (lock) => lock !== null);
+const uniqueName = namer('locks-request');
 
 /** Call fn, which must return a promise (never throw), and return what it rejects with. */
 async function rejection(fn: () => unknown): Promise<unknown> {

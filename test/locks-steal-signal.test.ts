@@ -3,48 +3,14 @@
 import { describe, expect, test, vi } from 'vitest';
 import { locks } from '../src/index.js';
 import type { Lock, LockRequestOptions } from '../src/index.js';
+import { available, deferred, hold, namer, pendingOf, turns } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.
 vi.setConfig({ testTimeout: 10_000 });
 
-let unique = 0;
-const uniqueName = (tag = 's') => `locks-steal-signal:${tag}:${++unique}`;
+const uniqueName = namer('locks-steal-signal');
 
-function deferred<T = void>() {
-  let resolve!: (value: T) => void, reject!: (reason: unknown) => void;
-  const promise = new Promise<T>((a, b) => {
-    resolve = a;
-    reject = b;
-  });
-  return { promise, resolve, reject };
-}
-
-async function turns(n = 5): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
-
-/** Hold `name` until release(); `done` is the request()'s promise (a rejection is recorded, never unhandled). */
-async function hold(name: string, options: LockRequestOptions = {}) {
-  const granted = deferred<Lock | null>(), until = deferred<unknown>();
-  const events: string[] = [];
-  const done = locks.request(name, options, async (lock) => {
-    granted.resolve(lock);
-    const v = await until.promise;
-    events.push('callback-end');
-    return v;
-  });
-  let outcome: unknown = 'pending';
-  const settled = done.then((v) => (outcome = { value: v }), (e: unknown) => (outcome = { error: e }));
-  const lock = await granted.promise;
-  return { lock, done, settled, events, outcome: () => outcome, release: (v?: unknown) => until.resolve(v) };
-}
-
-const available = (name: string) => locks.request(name, { ifAvailable: true }, (lock) => lock !== null);
 const isAbortError = (err: unknown) => err instanceof DOMException && err.name === 'AbortError';
-
-async function pendingOf(name: string) {
-  return (await locks.query()).pending.filter((l) => l.name === name);
-}
 
 describe('locks.request() with steal', () => {
   test('locks.request() with steal: granted when the lock is free', async () => {

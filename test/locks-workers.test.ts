@@ -5,34 +5,12 @@ import { threadId, type Worker } from 'node:worker_threads';
 import { locks } from '../src/index.js';
 import type { Lock, LockInfo, LockRequestOptions } from '../src/index.js';
 import { control, exited, result, signalWord, start, until } from './helpers.js';
+import { deferred, hold, namer, turns } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.
 vi.setConfig({ testTimeout: 10_000 });
 
-let unique = 0;
-const uniqueName = (tag = 'w') => `locks-workers:${tag}:${++unique}`;
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((a) => {
-    resolve = a;
-  });
-  return { promise, resolve };
-}
-
-async function turns(n = 5): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
-
-async function hold(name: string, options: LockRequestOptions = {}) {
-  const granted = deferred<Lock | null>(), until = deferred<void>();
-  const done = locks.request(name, options, (lock) => {
-    granted.resolve(lock);
-    return until.promise;
-  });
-  const lock = await granted.promise;
-  return { lock, done, release: () => until.resolve() };
-}
+const uniqueName = namer('locks-workers');
 
 const only = (list: LockInfo[], name: string) => list.filter((l) => l.name === name);
 const mainClientId = `${process.pid}:${threadId}`;
