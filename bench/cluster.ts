@@ -11,12 +11,13 @@
  */
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { locks } from '../src/index.js';
+import { overlapLog, startTogether } from './processes.js';
 import { advisoryLock } from './workers/cluster-advisory-lock.js';
 import { type Figure, figure, markdown, median, percentile } from './report.js';
 
@@ -46,27 +47,8 @@ async function contendedRun(kind: 'latchkey' | 'advisory-lock', processes: numbe
   try {
     const children = Array.from({ length: processes }, (_, i) =>
       fork(here('./workers/cluster-contend.js'), [kind, name, String(ms), join(dir, `log-${i}`)], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-    await Promise.all(children.map((c) => new Promise((r) => c.once('message', r))));
-    const done = children.map((c) => new Promise<{ ops: number; waits: number[] }>((resolve, reject) => {
-      c.once('message', (m) => resolve(m as never));
-      c.once('exit', (code) => reject(new Error(`bench child exited with ${code}`)));
-    }));
-    const goNs = process.hrtime.bigint() + 200_000_000n; // every child starts at the same instant
-    for (const c of children) c.send({ goNs: goNs.toString() });
-    const results = await Promise.all(done);
-    const intervals: Array<[number, number, number]> = [];
-    for (let p = 0; p < processes; p++) {
-      const bytes = readFileSync(join(dir, `log-${p}`));
-      const f = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-      for (let i = 0; i + 1 < f.length; i += 2) intervals.push([f[i]!, f[i + 1]!, p]);
-    }
-    intervals.sort((a, b) => a[0] - b[0]);
-    let exact = true;
-    const handoffUs: number[] = [];
-    for (let i = 1; i < intervals.length; i++) {
-      if (intervals[i]![0] < intervals[i - 1]![1]) exact = false;
-      if (intervals[i]![2] !== intervals[i - 1]![2]) handoffUs.push((intervals[i]![0] - intervals[i - 1]![1]) / 1000);
-    }
+    const results = await startTogether<{ ops: number; waits: number[] }>(children, 200_000_000n);
+    const { exact, handoffUs } = overlapLog(Array.from({ length: processes }, (_, p) => ({ file: join(dir, `log-${p}`), proc: p })));
     const perProcess = results.map((r) => r.ops);
     const ops = perProcess.reduce((a, b) => a + b, 0);
     const waits = Float64Array.from(results.flatMap((r) => r.waits)).sort();

@@ -6,7 +6,7 @@
  * the same threads with no cohort to share a grant with.
  */
 import { fork } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { Bench } from 'tinybench';
 import { FileBackend } from '../src/bridge/file.js';
 import { SqliteBackend } from '../src/bridge/sqlite.js';
 import { monotonicMs } from '../src/bridge/identity.js';
+import { overlapLog, startTogether } from './processes.js';
 import { createUnlinkFloorUs, pollWakeUs, properLockfileUncontendedUs, sqliteTxnFloorUs, watchWakeUs } from './host-anchors.js';
 import { type Figure, figure, median, percentile } from './report.js';
 
@@ -54,33 +55,16 @@ interface Run {
 /** `processes` × `threads` contending for `ms`; the overlap log proves exclusion. */
 async function contendedRun(kind: 'latchkey' | 'raw-file' | 'proper-lockfile', backend: string, processes: number, threads: number, ms: number): Promise<Run> {
   const dir = mkdtempSync(join(tmpdir(), 'latchkey-bench-'));
+  let exits: Array<Promise<void>> = [];
   try {
     const env = { ...process.env, LATCHKEY_DIR: dir, LATCHKEY_BACKEND: backend };
     const children = Array.from({ length: processes }, (_, i) =>
       fork(script, [kind, dir, String(ms), String(threads), join(dir, `log-${i}`)], { env, execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-    await Promise.all(children.map((c) => new Promise((r) => c.once('message', r))));
-    const done = children.map((c) => new Promise<Array<{ ops: number; waits: number[]; backend: number[] }>>((resolve, reject) => {
-      c.once('message', (m) => resolve(m as never));
-      c.once('exit', (code) => reject(new Error(`bench child exited with ${code}`)));
-    }));
-    const goNs = process.hrtime.bigint() + 50_000_000n; // every child starts at the same instant
-    for (const c of children) c.send({ goNs: goNs.toString() });
-    const results = await Promise.all(done);
-    const intervals: Array<[number, number, number]> = [];
-    for (let p = 0; p < processes; p++) {
-      for (let t = 0; t < threads; t++) {
-        const bytes = readFileSync(join(dir, `log-${p}.${t}`));
-        const f = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-        for (let i = 0; i + 1 < f.length; i += 2) intervals.push([f[i]!, f[i + 1]!, p]);
-      }
-    }
-    intervals.sort((a, b) => a[0] - b[0]);
-    let exact = true;
-    const handoffUs: number[] = [];
-    for (let i = 1; i < intervals.length; i++) {
-      if (intervals[i]![0] < intervals[i - 1]![1]) exact = false;
-      if (intervals[i]![2] !== intervals[i - 1]![2]) handoffUs.push((intervals[i]![0] - intervals[i - 1]![1]) / 1000);
-    }
+    // The directory goes only once they are gone: each cleans up its records as it exits.
+    exits = children.map((c) => new Promise<void>((r) => c.once('exit', () => r())));
+    const results = await startTogether<Array<{ ops: number; waits: number[]; backend: number[] }>>(children, 50_000_000n);
+    const { exact, handoffUs } = overlapLog(Array.from({ length: processes }, (_, p) =>
+      Array.from({ length: threads }, (_, t) => ({ file: join(dir, `log-${p}.${t}`), proc: p }))).flat());
     const perProcess = results.map((r) => r.reduce((n, t) => n + t.ops, 0));
     const ops = perProcess.reduce((a, b) => a + b, 0);
     const waits = Float64Array.from(results.flat().flatMap((t) => t.waits)).sort();
@@ -90,6 +74,7 @@ async function contendedRun(kind: 'latchkey' | 'raw-file' | 'proper-lockfile', b
       shares: perProcess.map((n) => n / ops), backendPerOp: grants / ops, handoffUs,
     };
   } finally {
+    await Promise.all(exits);
     rmSync(dir, { recursive: true, force: true });
   }
 }

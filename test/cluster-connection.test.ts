@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
 import {
-  Child, clusterChild, clusterCleanup, exclusiveGate, forgetNames, hr, pgClient, pgRestartCommand, pgUrl, restartServer,
+  clusterChild, clusterCleanup, exclusiveGate, forgetNames, hr, pgClient, pgRestartCommand, pgUrl, readyChild, restartServer,
   uniquePrefix, useServerGate,
 } from './fixtures/cluster-util.js';
 import type pg from 'pg';
@@ -113,11 +113,7 @@ describe('cluster connection lost', () => {
     const name = fresh('restart');
     const dir = fs.mkdtempSync(join(os.tmpdir(), 'lk-cluster-'));
     work.push(dir);
-    const kids = await Promise.all(Array.from({ length: 3 }, async () => {
-      const c = new Child('cluster-rmw', { LATCHKEY_PG_URL: pgUrl() });
-      await c.next((m) => m.ev === 'ready', 15_000, 'ready');
-      return c;
-    }));
+    const kids = await Promise.all(Array.from({ length: 3 }, () => readyChild('host-rmw', { LATCHKEY_PG_URL: pgUrl() }, ['cluster'])));
     // Beside the hammering: a holder of another name all through the restart, and a waiter behind it.
     const long = fresh('restart-long');
     const [holder, waiter] = await Promise.all([clusterChild(), clusterChild()]);

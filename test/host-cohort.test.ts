@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { TOKEN_SPAN } from '../src/atomics/queue-word.js';
-import { type Backend, Child, cleanup, freshDir } from './fixtures/host-util.js';
+import { type Backend, cleanup, freshDir, readyChild } from './fixtures/host-util.js';
 
 afterEach(cleanup);
 
@@ -21,11 +21,8 @@ describe.each(['file', 'sqlite'] as const)('host cohort (%s backend)', (backend:
     const dir = freshDir(), work = freshDir('lk-work-');
     const counter = join(work, 'counter');
     fs.writeFileSync(counter, '0');
-    const kids = await Promise.all(Array.from({ length: PROCS }, async () => {
-      const c = new Child('host-cohort', { LATCHKEY_DIR: dir, LATCHKEY_BACKEND: backend }, [String(THREADS)]);
-      await c.next((m) => m.ev === 'ready', 15_000, 'ready');
-      return c;
-    }));
+    const kids = await Promise.all(Array.from({ length: PROCS }, () =>
+      readyChild('host-cohort', { LATCHKEY_DIR: dir, LATCHKEY_BACKEND: backend }, [String(THREADS)])));
     for (const c of kids) c.send({ op: 'go', name: 'cohort', counter });
     await new Promise((r) => setTimeout(r, RUN_MS)); // the test is about shares of a time
     for (const c of kids) c.send({ op: 'stop' });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { encodeName } from '../src/bridge/file-dir.js';
 import { RECORD_BYTES } from '../src/bridge/file.js';
 import { type Backend, cleanup, freshDir, hostChild, hostFixture, hr, msBetween } from './fixtures/host-util.js';
+import { askerToldOfDeath, oneOfTwoToldOfDeath, waiterToldOfDeath } from './fixtures/tier-util.js';
 
 afterEach(cleanup);
 
@@ -20,60 +21,20 @@ describe.each(['file', 'sqlite'] as const)('host holder death (%s backend)', (ba
     const dir = freshDir();
     const [holder, waiter] = await Promise.all([hostChild(backend, dir), hostChild(backend, dir)]);
     // Default lease (10 s): only the death, not the lease, may let the waiter in.
-    const h = await holder.call('lock', { name: 'victim' });
-    expect(h).toMatchObject({ granted: true, abandoned: false });
-    expect(await waiter.call('request', { key: 'w', name: 'victim', opts: { timeout: 15_000 } })).toMatchObject({ queued: true });
-    await waiter.call('ping');
-    expect(waiter.seen((m) => m.ev === 'granted')).toBe(false);
-    const killedAt = hr();
-    holder.kill('SIGKILL');
-    const g = await waiter.next((m) => m.ev === 'granted' && m.key === 'w', 10_000, 'the grant');
-    expect(msBetween(killedAt, g.at)).toBeLessThan(1000);
-    expect(g.abandoned).toBe(true);
-    expect(g.token).toBeGreaterThan(h.token);
-    expect((await holder.exited).signal).toBe('SIGKILL');
-    await waiter.call('release', { key: 'w' });
-    expect(await waiter.next((m) => m.ev === 'settled' && m.key === 'w')).toMatchObject({ ok: true, value: 'done' });
-    // The news is told once: the grant after that is not abandoned.
-    const again = await waiter.call('lock', { name: 'victim', opts: { timeout: 5000 } });
-    expect(again).toMatchObject({ granted: true, abandoned: false });
-    expect(again.token).toBeGreaterThan(g.token);
+    // The ping is answered after the request: it is in.
+    await waiterToldOfDeath(holder, waiter, 'victim', () => waiter.call('ping'));
   }, 30_000);
 
   test('a process that asks right after the SIGKILL gets it within 1 s, abandoned', async () => {
     const dir = freshDir();
     const [holder, next] = await Promise.all([hostChild(backend, dir), hostChild(backend, dir)]);
-    const h = await holder.call('request', { key: 'h', name: 'victim' });
-    expect(h).toMatchObject({ queued: true });
-    const hg = await holder.next((m) => m.ev === 'granted' && m.key === 'h');
-    const killedAt = hr();
-    holder.kill('SIGKILL');
-    const g = await next.call('lock', { name: 'victim', opts: { timeout: 15_000 } }, 20_000);
-    expect(g).toMatchObject({ granted: true, abandoned: true });
-    expect(msBetween(killedAt, g.at)).toBeLessThan(1000);
-    expect(g.token).toBeGreaterThan(hg.token);
+    await askerToldOfDeath(holder, next, 'victim');
   }, 30_000);
 
   test('two processes wait: exactly one of them is told the holder died', async () => {
     const dir = freshDir();
     const [holder, w1, w2] = await Promise.all([hostChild(backend, dir), hostChild(backend, dir), hostChild(backend, dir)]);
-    const h = await holder.call('lock', { name: 'victim' });
-    expect(h).toMatchObject({ granted: true });
-    for (const w of [w1, w2]) {
-      expect(await w.call('request', { key: 'w', name: 'victim', opts: { timeout: 15_000 } })).toMatchObject({ queued: true });
-    }
-    const killedAt = hr();
-    holder.kill('SIGKILL');
-    const first = await Promise.race([w1, w2].map((w) => w.peek((m) => m.ev === 'granted', 10_000, 'a grant').then((m) => ({ w, m }))));
-    expect(msBetween(killedAt, first.m.at)).toBeLessThan(1000);
-    const other = first.w === w1 ? w2 : w1;
-    expect(other.seen((m) => m.ev === 'granted')).toBe(false);
-    await first.w.call('release', { key: 'w' });
-    const second = await other.next((m) => m.ev === 'granted', 10_000, 'the second grant');
-    expect([first.m.abandoned, second.abandoned]).toEqual([true, false]);
-    expect(first.m.token).toBeGreaterThan(h.token);
-    expect(second.token).toBeGreaterThan(first.m.token);
-    expect(second.at).toBeGreaterThan(first.m.at);
+    await oneOfTwoToldOfDeath(holder, w1, w2, 'victim');
   }, 30_000);
 
   test('a holder killed but never reaped (a zombie: its parent does not wait for it) is dead too', async () => {

@@ -3,14 +3,12 @@
 // main thread's event loop keeps running (timers, IPC, its own host locks),
 // and the worker is granted when the other process lets go.
 import { afterEach, describe, expect, test } from 'vitest';
-import { type Backend, Child, cleanup, freshDir, hostChild, msBetween } from './fixtures/host-util.js';
+import { type Backend, type Child, cleanup, freshDir, hostChild, msBetween, readyChild } from './fixtures/host-util.js';
 
 afterEach(cleanup);
 
-async function syncChild(backend: Backend, dir: string): Promise<Child> {
-  const c = new Child('host-sync', { LATCHKEY_DIR: dir, LATCHKEY_BACKEND: backend });
-  await c.next((m) => m.ev === 'ready', 15_000, 'ready');
-  return c;
+function syncChild(backend: Backend, dir: string): Promise<Child> {
+  return readyChild('host-sync', { LATCHKEY_DIR: dir, LATCHKEY_BACKEND: backend });
 }
 
 describe.each(['file', 'sqlite'] as const)('host lockSync (%s backend)', (backend: Backend) => {
