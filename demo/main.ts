@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { KEYS, keyName, readEntry, writeEntry } from './store.js';
-import { type Summary, closingTable, int, progressLine } from './format.js';
+import { type Summary, closingTable, progressLine } from './format.js';
 import type { ProcessReport } from './process.js';
 
 interface Options {

@@ -23,7 +23,7 @@ import { LockTable } from '../atomics/table.js';
 import type { LockMode, RequestQueue } from '../atomics/queue.js';
 import {
   A_HELD, A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP,
-  N_NEXT, OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, nodeAt, ringOuterBell,
+  N_NEXT, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, nodeAt, ringOuterBell,
 } from '../atomics/queue-word.js';
 import {
   ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,

@@ -20,7 +20,7 @@
 import { isMainThread } from 'node:worker_threads';
 import { join } from 'node:path';
 import { LockTable, createBuffer, shareWithProcess } from '../atomics/table.js';
-import { H_KEEPER_BELL, H_NAMED, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_BELL, S_USE, TABLE_GATED, slotBase } from '../atomics/layout.js';
+import { H_KEEPER_BELL, H_NAMED, S_BELL, TABLE_GATED, slotBase } from '../atomics/layout.js';
 import type { Wait } from '../atomics/options.js';
 import { type LockMode, type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../atomics/queue.js';
 import { setOuterRecovery } from '../atomics/queue-recovery.js';
