@@ -93,7 +93,7 @@ describe('GuardedCache.get() when the computing thread dies', () => {
     signalWord(gate, 1);
     await until(new Int32Array(counter), 0, 1); // the worker holds the key's lock, computing
     const mine = new GuardedCache<unknown>(name).get('k', () => 'computed here');
-    const lockName = `cache:${name}:${createHash('sha256').update('k', 'utf16le').digest('hex')}`;
+    const lockName = `cache:${name}:${createHash('sha256').update('k', 'utf16le').digest('base64url')}`;
     // Wait until this thread's request is queued behind the worker's, then kill the worker.
     for (;;) {
       const { pending } = await locks.query();
@@ -106,6 +106,13 @@ describe('GuardedCache.get() when the computing thread dies', () => {
 });
 
 describe('GuardedCache.get() in one thread', () => {
+  test('the longest name a cache may have (64 characters) still makes a lock name within 128 bytes', async () => {
+    const name = uniqueName('long').padEnd(64, 'x');
+    const cache = new GuardedCache<string>(name);
+    expect(await cache.get('k', () => 'v')).toBe('v');
+    expect(await new GuardedCache<string>(name).get('k', () => 'computed again')).toBe('v'); // from the store
+  });
+
   test('a compute that throws lets the next caller compute; its value is kept after that', async () => {
     const cache = new GuardedCache<number>(uniqueName('retry'));
     await expect(cache.get('k', () => {

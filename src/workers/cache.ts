@@ -31,12 +31,13 @@
  * `$LATCHKEY_DIR`, or `$TMPDIR/latchkey-<uid>` (the same one host locks
  * use). Directories are made 0700, files 0600, and a directory that is a
  * symlink, belongs to another user or is writable by others is refused
- * (ERR_LOCK_BACKEND). Each file is named by the SHA-256 of its key and
- * holds `v8.serialize({ key, expires, value })`. The store outlives the
- * process: a later run that opens a cache of the same name in the same lock
- * directory reads what earlier runs computed, until their `ttl` runs out.
- * Call `clear()` at start-up for a fresh cache. Expired files are replaced
- * when their key is computed again and removed by `clear()`.
+ * (ERR_LOCK_BACKEND). Each file is named by the SHA-256 of its key (in
+ * base64url) and holds `v8.serialize({ key, expires, value })`. The store
+ * outlives the process: a later run that opens a cache of the same name in
+ * the same lock directory reads what earlier runs computed, until their
+ * `ttl` runs out. Call `clear()` at start-up for a fresh cache. Expired
+ * files are replaced when their key is computed again and removed by
+ * `clear()`.
  *
  * Values must be structured-cloneable (what `v8.serialize` and postMessage
  * accept: primitives, plain objects, arrays, Map, Set, Date, RegExp, typed
@@ -45,10 +46,11 @@
  * objects, and a value that cannot be cloned (a function, a symbol, a
  * socket) makes that get() reject with v8's DataCloneError.
  *
- * Lock names: one lock per key, `cache:<name>:<SHA-256 of the key>`; the
- * front door's tables give an idle name's slot back, so a cache may have
- * any number of keys. A compute may get() other keys of its cache (their
- * own locks); one that get()s its own key waits for itself.
+ * Lock names: one lock per key, `cache:<name>:<SHA-256 of the key>` (at
+ * most 114 bytes, under the 128 a name may have); the front door's tables
+ * give an idle name's slot back, so a cache may have any number of keys.
+ * A compute may get() other keys of its cache (their own locks); one that
+ * get()s its own key waits for itself.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { lstat, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
@@ -290,7 +292,8 @@ export class GuardedCache<V> {
   /** The key's file and lock name. */
   #where(key: string): { file: string; lock: string } {
     // UTF-16 code units, not UTF-8: distinct keys with lone surrogates stay distinct.
-    const hash = createHash('sha256').update(key, 'utf16le').digest('hex');
+    // base64url (43 characters, file-name safe): with the longest cache name the lock name is 114 bytes.
+    const hash = createHash('sha256').update(key, 'utf16le').digest('base64url');
     return { file: join(this.dir, hash), lock: `cache:${this.name}:${hash}` };
   }
 
