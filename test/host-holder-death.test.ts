@@ -1,16 +1,19 @@
 // Host scope: a holder process that dies (SIGKILL) gives the lock up at once
 // (not at the end of its lease), and the next holder is told (abandoned)
-// and gets a larger token. File backend: records crafted by hand, laid out
-// as file.ts does, for a reused pid (taken over at once) and for a holder
-// that cannot be proved dead (another host, or no start time: taken over
-// only when its lease runs out).
+// and gets a larger token. Both backends: holders crafted by hand (records
+// laid out as file.ts does, rows written as sqlite.ts does), for a reused
+// pid (taken over at once) and for a holder that cannot be proved dead
+// (another host, or no start time: taken over only when its lease runs
+// out).
 import { afterEach, describe, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { encodeName } from '../src/bridge/file-dir.js';
 import { RECORD_BYTES } from '../src/bridge/file.js';
+import { SqliteBackend } from '../src/bridge/sqlite.js';
 import { type Backend, cleanup, freshDir, hostChild, hostFixture, hr, msBetween } from './fixtures/host-util.js';
 import { askerToldOfDeath, oneOfTwoToldOfDeath, waiterToldOfDeath } from './fixtures/tier-util.js';
 
@@ -86,7 +89,7 @@ describe.each(['file', 'sqlite'] as const)('host holder death (%s backend)', (ba
   }, 30_000);
 });
 
-// --- hand-made records (file backend) -------------------------------------------
+// --- hand-made holders -----------------------------------------------------------
 
 const bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim();
 
@@ -103,7 +106,7 @@ interface Fake { pid: number; start: string; host: string; boot?: string; token:
  * readers, turn owner, turn since), the holder's record `o-<id>` (RECORD_BYTES
  * of JSON padded with spaces) and the gate `x`, a hard link to the record.
  */
-function fakeHolder(dir: string, name: string, f: Fake): { nameDir: string; id: string } {
+function fakeFileHolder(dir: string, name: string, f: Fake): void {
   const nameDir = join(dir, encodeName(name));
   fs.mkdirSync(nameDir, { mode: 0o700 });
   fs.writeFileSync(join(nameDir, 'name'), name, { mode: 0o600 });
@@ -119,10 +122,26 @@ function fakeHolder(dir: string, name: string, f: Fake): { nameDir: string; id: 
   const o = join(nameDir, `o-${id}`);
   fs.writeFileSync(o, json.padEnd(RECORD_BYTES, ' '), { mode: 0o600 });
   fs.linkSync(o, join(nameDir, 'x'));
-  return { nameDir, id };
 }
 
-describe('host holder death, hand-made file records', () => {
+/** The same holder as a row of `<dir>/locks.db` (sqlite.ts's schema, made by the backend itself). */
+function fakeSqliteHolder(dir: string, name: string, f: Fake): void {
+  const file = join(dir, 'locks.db');
+  new SqliteBackend(file).close();
+  const db = new Database(file);
+  try {
+    db.prepare('INSERT INTO names (name, token, flags) VALUES (?, ?, 0)').run(name, f.token);
+    db.prepare('INSERT INTO holders (name, owner, mode, state, token, expires, ttl, since, at, pid, start, boot, host) '
+      + "VALUES (?, ?, 'exclusive', 'held', ?, ?, ?, 0, ?, ?, ?, ?, ?)")
+      .run(name, `${f.pid}-${f.start || 'nostart'}-feedbeef`, f.token, f.expires, f.ttl, Date.now(), f.pid, f.start, f.boot ?? bootId, f.host);
+  } finally {
+    db.close();
+  }
+}
+
+const fakeHolder = { file: fakeFileHolder, sqlite: fakeSqliteHolder } as const;
+
+describe.each(['file', 'sqlite'] as const)('host holder death, hand-made holders (%s backend)', (backend: Backend) => {
   test.each([
     ['this test process', () => process.pid],
     ['pid 1', () => 1],
@@ -131,8 +150,8 @@ describe('host holder death, hand-made file records', () => {
     const pid = pidOf();
     expect(startOf(pid)).not.toBe('1');
     // The lease would last a minute: only the pid check can let anyone in.
-    fakeHolder(dir, 'reused', { pid, start: '1', host: os.hostname(), token: 5, expires: Date.now() + 60_000, ttl: 60_000 });
-    const c = await hostChild('file', dir);
+    fakeHolder[backend](dir, 'reused', { pid, start: '1', host: os.hostname(), token: 5, expires: Date.now() + 60_000, ttl: 60_000 });
+    const c = await hostChild(backend, dir);
     const asked = hr();
     const g = await c.call('lock', { name: 'reused', opts: { timeout: 10_000 } }, 15_000);
     expect(g).toMatchObject({ granted: true, abandoned: true });
@@ -146,10 +165,10 @@ describe('host holder death, hand-made file records', () => {
   ])('a record %s cannot be proved dead: not taken before its lease ends, taken after (abandoned)', async (_what, who) => {
     const dir = freshDir();
     const ttl = 1500;
-    const c = await hostChild('file', dir);
-    const other = await hostChild('file', dir);
+    const c = await hostChild(backend, dir);
+    const other = await hostChild(backend, dir);
     const expires = Date.now() + ttl;
-    fakeHolder(dir, 'foreign', { ...who, token: 41, expires, ttl });
+    fakeHolder[backend](dir, 'foreign', { ...who, token: 41, expires, ttl });
     const w = await c.call('request', { key: 'w', name: 'foreign', opts: { timeout: 15_000 } });
     expect(w).toMatchObject({ queued: true });
     // Before the lease ends: busy for everyone.
