@@ -34,9 +34,10 @@ export function defineKind(kind: number, ops: KindOps): void {
  * many holds it released, and `retry` when part of the work must wait (a
  * latch held by another thread, perhaps one that died too and whose own
  * recovery has not run yet): the dead thread's entry stays reserved until
- * `retry()` answers true.
+ * `retry()` answers true. `self`: the dead thread is this one (its own exit
+ * hook recovers it).
  */
-export type TableRecovery = (table: WatchedTable, tid: number) => { released: number; retry?: () => boolean };
+export type TableRecovery = (table: WatchedTable, tid: number, self: boolean) => { released: number; retry?: () => boolean };
 export const tableRecoveries: TableRecovery[] = [];
 
 export function defineTableRecovery(fn: TableRecovery): void {

@@ -23,15 +23,16 @@
  * keeps the highest token of every slot given back (H_TOKEN_HWM) and a
  * reused or fresh slot starts above it: tokens still increase per name.
  */
-import type { TableCore } from './core.js';
+import type { TableCore, WatchedTable } from './core.js';
 import {
   F_ACQUIRED, H_NAMED, H_NAME_LATCH, H_TOKEN_HWM, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_AUX, S_NAME_HASH,
   S_NAME_LEN, S_STATE, S_USE, SLOT_WORDS, USE_CLAIMING, USE_NAMED, USE_REACH_MASK, USE_UNUSED, nameOffset, nodeRegionOf, slotBase,
 } from './layout.js';
 import {
-  A_HEAD, A_HELD, A_OUTER, A_OUTER_IDLE, A_OUTER_REP, A_OUTER_REQ, A_OUTER_WAITERS, A_TOKEN, LATCH_OWNER, OUTER_NONE,
-  anchorOf, latch, poolOf, unlatch,
+  A_HEAD, A_HELD, A_OUTER, A_OUTER_IDLE, A_OUTER_REP, A_OUTER_REQ, A_OUTER_WAITERS, A_TOKEN, LATCH_OWNER, LATCH_STALE_MS,
+  OUTER_NONE, anchorOf, latch, poolOf, unlatch,
 } from './queue-word.js';
+import { finishDeferred, recoverIfGone, recoveriesDeferred } from './threads.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 
 export const TOMBSTONE = -1;
@@ -64,7 +65,7 @@ function find(core: TableCore, scratch: Uint8Array, length: number, hash: number
     const base = slotBase(threads, slot), use = Atomics.load(words, base + S_USE), reach = use & USE_REACH_MASK;
     if (reach === USE_UNUSED) return null;
     if (reach === USE_CLAIMING) {
-      Atomics.wait(words, base + S_USE, use, 1); // a claim is a few stores long
+      waitForClaim(core, base + S_USE, use);
       continue;
     }
     if (reach === USE_NAMED) {
@@ -75,6 +76,22 @@ function find(core: TableCore, scratch: Uint8Array, length: number, hash: number
     probes++;
   }
   return null;
+}
+
+/**
+ * Wait for the claim at `at` (a fresh slot being named) to end. A claim is
+ * a few stores long, made by the name latch's holder; one that stays is
+ * checked for its claimer's death, which this thread may be the one to
+ * deliver (threads.ts recoverIfGone): the recovery undoes the claim.
+ */
+function waitForClaim(core: TableCore, at: number, use: number): void {
+  const since = performance.now();
+  while (Atomics.load(core.words, at) === use) {
+    Atomics.wait(core.words, at, use, 1);
+    if (recoveriesDeferred()) finishDeferred();
+    const claimer = Atomics.load(core.words, H_NAME_LATCH) & LATCH_OWNER;
+    if (claimer !== 0 && performance.now() - since >= LATCH_STALE_MS) recoverIfGone(core, claimer);
+  }
 }
 
 /**
@@ -106,7 +123,7 @@ function insert(core: TableCore, scratch: Uint8Array, length: number, hash: numb
   for (let probes = 0; probes < slots;) {
     const base = slotBase(threads, slot), use = Atomics.load(words, base + S_USE), reach = use & USE_REACH_MASK;
     if (reach === USE_CLAIMING) {
-      Atomics.wait(words, base + S_USE, use, 1);
+      waitForClaim(core, base + S_USE, use); // none under the latch but a dead latch holder's, which recovery undoes
       continue;
     }
     if (reach === USE_UNUSED) break;
@@ -184,8 +201,21 @@ export function stillNamed(core: TableCore, slot: number, gen: number): boolean 
   return Atomics.load(core.words, base + S_AUX) === gen && Atomics.load(core.words, base + S_NAME_LEN) !== TOMBSTONE;
 }
 
-/** Recovery: a dead thread that held the name latch (its writes, at worst, left a tombstone). */
-export function recoverNameLatch(w: Int32Array, dead: number): void {
-  if ((Atomics.load(w, H_NAME_LATCH) & LATCH_OWNER) === dead) unlatch(w, H_NAME_LATCH, dead);
+/**
+ * Recovery: a dead thread that held the name latch. A give-back or a reuse
+ * it left half done is a tombstone or a slot with a new generation, both
+ * sound; a fresh slot it left CLAIMING is undone (only the latch's holder
+ * claims a queue table's slots, and nothing was published in it yet).
+ */
+export function recoverNameLatch(table: WatchedTable, dead: number): void {
+  const w = table.words;
+  if ((Atomics.load(w, H_NAME_LATCH) & LATCH_OWNER) !== dead) return;
+  for (let slot = 0; slot < table.slots; slot++) {
+    const at = slotBase(table.threads, slot) + S_USE, use = Atomics.load(w, at);
+    if ((use & USE_REACH_MASK) !== USE_CLAIMING) continue;
+    Atomics.store(w, at, (use & ~USE_REACH_MASK) | USE_UNUSED);
+    Atomics.notify(w, at);
+  }
+  unlatch(w, H_NAME_LATCH, dead);
 }
 

@@ -17,7 +17,7 @@ import { H_FLAGS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_USE, TABLE_GATED, nodeReg
 import {
   ACT_RELEASE_OUTER, A_OUTER, A_OUTER_ACTOR, A_OUTER_FLAGS, A_OUTER_NODE, FREE, LATCH_OWNER, N_OWNER, N_STATE,
   type NodePool, OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, anchorOf, latchWord, nodeAt, nodesOf, poolOf, repair,
-  settle, unlatch, wakeAll,
+  forgetKeptNodes, settle, unlatch, wakeAll,
 } from './queue-word.js';
 import { debuglog } from 'node:util';
 import { recoverIfGone } from './threads.js';
@@ -41,10 +41,12 @@ export function setOuterRecovery(id: string, recovery: OuterRecovery): void {
   outerRecoveries.set(id, recovery);
 }
 
-function recoverQueues(table: WatchedTable, dead: number): { released: number; retry?: () => boolean } {
+function recoverQueues(table: WatchedTable, dead: number, self: boolean): { released: number; retry?: () => boolean } {
   if (table.nodes === 0) return { released: 0 };
   const pool = poolOf(table, nodeRegionOf(table.slots, table.threads), table.nodes), w = table.words;
-  recoverNameLatch(w, dead);
+  // Its nodes go back to the pool below (or in the parent's recovery): the ones this thread kept are not its own any more.
+  if (self) forgetKeptNodes();
+  recoverNameLatch(table, dead);
   const { slots, nodes } = nodesOf(pool, dead);
   for (let slot = 0; slot < table.slots; slot++) {
     const base = slotBase(table.threads, slot);

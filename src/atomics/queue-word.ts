@@ -86,7 +86,7 @@
 import type { TableCore, WatchedTable } from './core.js';
 import {
   F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_KEEPER, H_KEEPER_BELL, KEEPER_RUNNING, NODE_WORDS, S_BELL,
-  S_STATE, slotBase,
+  S_STATE, T_LIVE, slotBase, threadBase,
 } from './layout.js';
 import { SpinWait } from './wait.js';
 import { finishDeferred, recoverIfGone, recoveriesDeferred } from './threads.js';
@@ -258,12 +258,21 @@ const f64At = (word: number) => word >> 1;
 
 /** Nodes a thread keeps claimed (N_OWNER = tid, FREE) for its next requests. */
 const KEEP_FREE = 32;
-const locals = new WeakMap<TableCore, { free: number[]; cursor: number }>();
+const locals = new WeakMap<TableCore, { free: number[]; cursor: number; epoch: number }>();
+/** Bumped when this thread's own nodes were given back to the pool (its exit hook recovered it): the kept ones are not ours any more. */
+let localEpoch = 0;
+
+/** This thread's exit hook recovered it, nodes and all: forget the nodes it kept (later 'exit' listeners claim new ones). */
+export function forgetKeptNodes(): void {
+  localEpoch++;
+}
 
 /** A node for a new request of this thread. Throws ERR_LOCK_TABLE_FULL when the pool is used up. */
 export function allocNode(core: TableCore, pool: NodePool): number {
   let local = locals.get(core);
-  if (local === undefined) locals.set(core, (local = { free: [], cursor: firstRequest(pool) }));
+  if (local === undefined || local.epoch !== localEpoch) {
+    locals.set(core, (local = { free: [], cursor: firstRequest(pool), epoch: localEpoch }));
+  }
   const kept = local.free.pop();
   if (kept !== undefined) return kept;
   const w = pool.words, first = firstRequest(pool), count = pool.nodes - first;
@@ -688,8 +697,12 @@ export function snapshot(p: NodePool, a: number): { held: QueueEntry[]; pending:
 
 /**
  * Rebuild the lists and counts of `slot` from its nodes, leaving out those
- * of the dead thread `dead` (a dead holder marks the next grant abandoned).
- * Under the latch, held by or for `dead`. Returns whether `dead` held it.
+ * of the dead thread `dead` and of every thread whose entry is not live
+ * (another dead thread whose recovery is put off: threads.ts). A node left
+ * out is made FREE, for good: no later repair brings it back (its owner's
+ * recovery frees it for reuse). A dead holder marks the next grant
+ * abandoned. Under the latch, held by or for `dead`. Returns whether a dead
+ * thread held it.
  */
 export function repair(p: NodePool, slot: number, a: number, dead: number): boolean {
   const w = p.words;
@@ -700,10 +713,15 @@ export function repair(p: NodePool, slot: number, a: number, dead: number): bool
     const at = nodeAt(p, node);
     if (w[at + N_SLOT] !== slot + 1 || Atomics.load(w, at + N_OWNER) === 0) continue;
     const state = Atomics.load(w, at + N_STATE), owner = Atomics.load(w, at + N_OWNER);
+    // A live thread may be putting a node it used here before into another
+    // queue, under that queue's latch: it writes N_SLOT before N_STATE, so
+    // N_SLOT read again after the state says whether the state is this queue's.
+    if (state === FREE || Atomics.load(w, at + N_SLOT) !== slot + 1) continue;
     // Arrival numbers wrap at 2^32: compare by difference.
-    if (state !== FREE && ((w[at + N_SEQ] - seq) | 0) >= 0) seq = (w[at + N_SEQ] + 1) | 0;
-    if (owner === dead) {
+    if (((w[at + N_SEQ] - seq) | 0) >= 0) seq = (w[at + N_SEQ] + 1) | 0;
+    if (owner === dead || Atomics.load(w, threadBase(owner) + T_LIVE) <= 0) {
       if (state === GRANTED) deadHeld = true;
+      Atomics.store(w, at + N_STATE, FREE);
       continue;
     }
     if (state === PENDING || state === ESCALATE) pending.push(node);

@@ -196,7 +196,7 @@ export function recoverThread(core: WatchedTable, mark: number, stopped: boolean
     }
     const retries: Array<() => boolean> = [];
     for (const recover of tableRecoveries) {
-      const r = recover(core, tid);
+      const r = recover(core, tid, mark === liveMark(threadId));
       released += r.released;
       if (r.retry !== undefined) retries.push(r.retry);
     }

@@ -1,0 +1,108 @@
+// Request-queue recovery against the races a review found (each failed
+// before its fix): a repair that brought back a node of a dead thread whose
+// own recovery was put off; a repair that trusted a node's stale N_SLOT
+// while a live thread moved the node into another queue (exclusion broken
+// there); a thread terminated while it named a fresh slot (the slot stayed
+// CLAIMING and every lookup past it spun forever); and a worker's exit
+// listener taking a lock with a node its own exit hook had given back.
+import { describe, expect, test } from 'vitest';
+import { Worker } from 'node:worker_threads';
+import * as Q from '../src/atomics/queue-word.js';
+import { NODE_WORDS, T_LIVE, T_RECOVERING, nodeRegionOf, threadBase } from '../src/atomics/layout.js';
+import { locks } from '../src/index.js';
+import { exited, fixture, result } from './helpers.js';
+
+const slots = 2, threads = 4;
+const region = nodeRegionOf(slots, threads);
+
+function pool(nodes: number, extraBytes = 0) {
+  const buf = new SharedArrayBuffer((region + nodes * NODE_WORDS) * 4 + extraBytes);
+  const w = new Int32Array(buf, 0, region + nodes * NODE_WORDS);
+  return { buf, p: { words: w, f64: new Float64Array(buf, 0, (region + nodes * NODE_WORDS) / 2), region, nodes, slots, threads } };
+}
+
+describe('request-queue repair', () => {
+  test('leaves out, for good, the nodes of a dead thread whose recovery was put off', () => {
+    const { p } = pool(2 * slots + 8);
+    const w = p.words, S = 0, a = Q.anchorOf(p, S);
+    const D = 1, D2 = 2, W = 3, X = 4;
+    for (const tid of [D, D2, W, X]) w[threadBase(tid) + T_LIVE] = 100 + tid;
+    const request = (node: number, tid: number, mode: number) => {
+      const at = Q.nodeAt(p, node);
+      w[at + Q.N_OWNER] = tid;
+      w[at + Q.N_MODE] = mode;
+      return Q.enqueue(p, S, a, node, false, tid, []).outcome;
+    };
+    const held = () => {
+      const out: number[] = [];
+      for (let n = w[a + Q.A_HELD]; n !== 0; n = w[Q.nodeAt(p, n - 1) + Q.N_NEXT]) out.push(n - 1);
+      return out;
+    };
+    const nD = 4, nD2 = 5, nW = 6, nX = 7;
+    request(nD, D, Q.MODE_EXCLUSIVE);
+    request(nW, W, Q.MODE_EXCLUSIVE);
+    request(nD2, D2, Q.MODE_SHARED);
+    expect(held()).toEqual([nD]);
+    // D dies: its recovery repairs S (W is granted) but is put off on another slot, its nodes not yet freed.
+    w[threadBase(D) + T_LIVE] = T_RECOVERING;
+    expect(Q.repair(p, S, a, D)).toBe(true);
+    Q.settle(p, S, a, false, D, []);
+    expect(held()).toEqual([nW]);
+    // D2 dies too, and its recovery repairs S: D's node must not come back.
+    w[threadBase(D2) + T_LIVE] = T_RECOVERING;
+    Q.repair(p, S, a, D2);
+    Q.settle(p, S, a, false, D2, []);
+    expect(held()).toEqual([nW]);
+    expect(w[a + Q.A_HELD_COUNT]).toBe(1);
+    // D's put-off recovery ends (queue-recovery.ts frees its nodes); W lets go; X is granted at once.
+    w[Q.nodeAt(p, nD) + Q.N_STATE] = Q.FREE;
+    w[Q.nodeAt(p, nD) + Q.N_OWNER] = 0;
+    Q.release(p, S, a, nW, false, W, []);
+    expect(request(nX, X, Q.MODE_EXCLUSIVE)).toBe(Q.ENQ_GRANTED);
+  });
+
+  test('never acts on a node a live thread is moving into another queue (N_SLOT read again after the state)', async () => {
+    const nodes = 2 * slots + 4;
+    const { buf, p } = pool(nodes, 16);
+    p.words[threadBase(2) + T_LIVE] = 102; // the mover is live; the repairer recovers tid 3, which had nothing in S
+    const ms = 1500;
+    const [mover, repairer] = ['mover', 'repairer'].map((role) => new Worker(fixture('queue-races'), { workerData: { role, buf, ms } }));
+    const [m, r] = await Promise.all([result<{ rounds: number; bad: string }>(mover!), result<{ repairs: number }>(repairer!)]);
+    expect(m.bad).toBe('');
+    expect(m.rounds).toBeGreaterThan(100);
+    expect(r.repairs).toBeGreaterThan(100);
+  });
+});
+
+describe('request-queue recovery of a terminated thread', () => {
+  test('one terminated while it named a fresh slot: the claim is undone, and the name can be used at once', async () => {
+    const name = `queue-races-claim-${process.pid}`;
+    locks.lockSync('queue-races-warm-up')!.unlock();
+    const claimer = new Worker(fixture('queue-races'), { workerData: { role: 'claimer', name } });
+    expect(await result(claimer)).toBe('claiming');
+    await claimer.terminate();
+    // Looked up from another thread: a lookup that spins on the claim would block this one's timers too.
+    const other = new Worker(`const { locks } = await import(${JSON.stringify(new URL('../dist/src/index.js', import.meta.url).href)});
+      const g = locks.lockSync(${JSON.stringify(name)}, { timeout: 2000 });
+      (await import('node:worker_threads')).parentPort.postMessage(g.name);
+      g.unlock();`, { eval: true });
+    try {
+      const answer = await Promise.race([result(other), new Promise((r) => setTimeout(() => r('still spinning after 5 s'), 5000))]);
+      expect(answer).toBe(name);
+    } finally {
+      await other.terminate();
+    }
+    const g = locks.lockSync(name, { timeout: 2000 })!;
+    expect(g.abandoned).toBe(false);
+    g.unlock();
+  });
+
+  test('a lock taken in a worker\'s exit listener, after latchkey\'s exit hook ran, is recovered', async () => {
+    const name = `queue-races-exit-${process.pid}`;
+    const w = new Worker(fixture('queue-races'), { workerData: { role: 'exit-listener', name } });
+    await exited(w);
+    const g = locks.lockSync(name, { timeout: 2000 })!;
+    expect(g.abandoned).toBe(true);
+    g.unlock();
+  });
+});
