@@ -67,6 +67,8 @@ export type LossHandler = (error: Error & { reason: LossReason }) => void;
 
 /** A held lock of this thread, as the loss notifications find it. */
 interface Holding {
+  /** Whether it is the grant of `token` in the queue of `slot`. */
+  is(slot: number, token: number): boolean;
   lose(reason: LossReason, detail: string): void;
 }
 
@@ -85,22 +87,31 @@ function listen(): void {
   // Never keeps a thread alive: a thread with nothing else to do has no held lock to be told about.
   channel.unref();
   channel.onmessage = (event) => {
-    const { table, nodes, reason, detail } = (event as { data: LossMessage }).data;
+    const { table, nodes, reason, detail, grants } = (event as { data: LossMessage }).data;
     const byNode = holdings.get(table);
-    for (const node of nodes) byNode?.[node]?.lose(reason, detail);
+    nodes.forEach((node, i) => holderOf(byNode, node, grants, i)?.lose(reason, detail));
   };
 }
 
+/** The holding of `nodes[i]`, if it is the grant that was lost (when known): not a later grant of a reused node. */
+function holderOf(byNode: Array<Holding | undefined> | undefined, node: number, grants: LossMessage['grants'], i: number): Holding | undefined {
+  const h = byNode?.[node];
+  return h !== undefined && (grants === undefined || h.is(grants.slot, grants.tokens[i]!)) ? h : undefined;
+}
 
 /** Tell the holders of `nodes` (in any thread of the process) that their locks are lost. */
-export function announceLoss(table: string, nodes: number[], reason: LossReason, detail: string): void {
-  const elsewhere: number[] = [], byNode = holdings.get(table);
-  for (const node of nodes) {
-    const mine = byNode?.[node];
+export function announceLoss(table: string, nodes: number[], reason: LossReason, detail: string, grants?: LossMessage['grants']): void {
+  const elsewhere: number[] = [], tokens: number[] = [], byNode = holdings.get(table);
+  nodes.forEach((node, i) => {
+    const mine = holderOf(byNode, node, grants, i);
     if (mine !== undefined) mine.lose(reason, detail);
-    else elsewhere.push(node);
-  }
-  if (elsewhere.length > 0) broadcastLoss({ table, nodes: elsewhere, reason, detail });
+    else {
+      elsewhere.push(node);
+      if (grants !== undefined) tokens.push(grants.tokens[i]!);
+    }
+  });
+  if (elsewhere.length === 0) return;
+  broadcastLoss({ table, nodes: elsewhere, reason, detail, ...(grants === undefined ? {} : { grants: { slot: grants.slot, tokens } }) });
 }
 
 /**
@@ -137,6 +148,8 @@ export class LockGuard extends Lock {
     listen();
     this.#holdings = holdingsOf(queue.tableId);
     this.#holdings[grant.node] = this;
+    // Granted, then stolen before this thread looked: the steal's notice may have come before this guard was here.
+    if (!queue.holds(grant)) this.lose('stolen', 'another request asked for it with `steal`');
     this.#since = observed() ? performance.now() : 0;
     if (this.#since !== 0) {
       const event = { name, mode: grant.mode, scope, token: grant.token, abandoned: grant.abandoned, waitedMs };
@@ -172,7 +185,8 @@ export class LockGuard extends Lock {
     if (!this.#held) return undefined;
     this.#held = false;
     this.#holdings[this.#grant.node] = undefined;
-    this.#queue.release(this.#grant);
+    // False: stolen, and the notice is still on its way (it will find no holder of this node, or a later one, and be dropped).
+    if (!this.#queue.release(this.#grant)) this.lose('stolen', 'another request asked for it with `steal`');
     if (this.#since !== 0) {
       const heldMs = performance.now() - this.#since;
       if (releaseChannel.hasSubscribers) releaseChannel.publish({ name: this.name, mode: this.mode, scope: this.scope, token: this.token, heldMs });
@@ -185,11 +199,23 @@ export class LockGuard extends Lock {
     if (this.#held) this.unlock();
   }
 
+  /** @internal Whether this is the grant of `token` in the queue of `slot`. */
+  is(slot: number, token: number): boolean {
+    return this.#queue.slot === slot && this.token === token;
+  }
+
   /** @internal Called when the lock is lost while held. */
   lose(reason: LossReason, detail: string): void {
-    if (this.#state.lost !== undefined || !this.#held) return;
+    if (this.#state.lost !== undefined) return;
     const error = lossError(this.name, reason, detail);
     this.#state.lose(error);
-    this.#onLost?.(error);
+    try {
+      this.#onLost?.(error);
+    } catch (err) {
+      // Thrown by the holder's onCompromised, maybe inside the stealer's request: the stealer must still get its lock.
+      process.nextTick(() => {
+        throw err;
+      });
+    }
   }
 }

@@ -87,7 +87,7 @@ function threadScope(): LockTable {
 const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, RequestQueue>(), cluster: new Map<string, RequestQueue>() };
 
 // Holders learn of a steal, or of a host lease lost, wherever they run.
-onStolen((q, nodes) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`'));
+onStolen((q, nodes, tokens) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`', { slot: q.slot, tokens }));
 onHostLoss((table, nodes, reason, detail) => announceLoss(table, nodes, reason, detail));
 
 function queueOf(scope: LockScope, key: string): RequestQueue {
@@ -190,7 +190,12 @@ function checkName(name: unknown): asserts name is string {
 }
 
 function guardOf(name: string, parsed: Parsed, q: RequestQueue, grant: QueueGrant | null, waitedMs = 0): LockGuard | null {
-  return grant === null ? null : new LockGuard(name, parsed.scope, q, grant, parsed.onLost, waitedMs);
+  if (grant === null) return null;
+  const guard = new LockGuard(name, parsed.scope, q, grant, parsed.onLost, waitedMs);
+  if (guard.held) return guard;
+  // Stolen between its grant and now: the caller never had it.
+  guard.release();
+  throw guard.signal.reason;
 }
 
 /** Tell observers a request has to wait; the time it began waiting (0 when nobody observes). */
@@ -283,6 +288,7 @@ function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callba
         // signalled before it runs still wins (the lock is given back).
         await null;
         if (signal?.aborted) throw signal.reason;
+        if (guard !== null && !guard.held) throw guard.signal.reason; // stolen before the callback ran (rejected already)
         return await callback(guard === null ? null : guard.view());
       } finally {
         guard?.release(); // a loss was reported through onLost already

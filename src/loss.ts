@@ -18,6 +18,11 @@ export interface LossMessage {
   nodes: number[];
   reason: LossReason;
   detail: string;
+  /**
+   * When known, the lost grants (their queue's slot, and their tokens, one
+   * per node): a node's holder may have let it go and reused it since.
+   */
+  grants?: { slot: number; tokens: number[] };
 }
 
 let poster: BroadcastChannel | undefined;

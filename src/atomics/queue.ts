@@ -13,7 +13,7 @@ import type { Wait } from './options.js';
 import {
   ACT_RELEASE_OUTER, A_HEAD, A_HELD, ENQ_UNAVAILABLE, ESCALATE, GRANTED, GRANT_ABANDONED, IF_AVAILABLE,
   MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_CLIENT, N_GRANT, N_MODE, N_NEXT, N_OWNER, N_STATE, N_TOKEN, N_TTL,
-  type NodePool, PENDING, STEAL, type Wakes, allocNode, anchorOf, cancel, enqueue, escalatorStandsDown, freeNode,
+  type NodePool, PENDING, STEAL, STOLEN, type Wakes, allocNode, anchorOf, cancel, enqueue, escalatorStandsDown, freeNode,
   latch, latchWord, nodeAt, outerGranted, outerKept, outerReleased, poolOf, recordWait, release, snapshot, tryGrant, unlatch, wake,
 } from './queue-word.js';
 import './queue-recovery.js';
@@ -65,7 +65,8 @@ export interface OuterLock {
 }
 
 /** Told when a steal released other requests' grants (their threads learn out of band). */
-export type StolenHook = (q: RequestQueue, nodes: number[]) => void;
+/** `tokens[i]`: the token of the grant `nodes[i]` had (its node may be reused for another grant before the holder hears). */
+export type StolenHook = (q: RequestQueue, nodes: number[], tokens: number[]) => void;
 
 let stolenHook: StolenHook = () => {};
 export function onStolen(hook: StolenHook): void {
@@ -169,7 +170,8 @@ export class RequestQueue {
     try {
       for (;;) {
         const s = Atomics.load(w, state);
-        if (s === GRANTED) break;
+        // STOLEN: granted, then stolen before this thread looked; the front door reports the steal.
+        if (s === GRANTED || s === STOLEN) break;
         if (s === ESCALATE) {
           const outcome = outers.get(this.#core.id)!.acquireSync(this, req.mode, req.wait, req.ttl, req.ifAvailable, req.steal);
           if (this.#afterEscalation(node, req, outcome) === UNAVAILABLE) return null;
@@ -247,7 +249,7 @@ export class RequestQueue {
     let start = 0;
     for (;;) {
       const s = Atomics.load(w, state);
-      if (s === GRANTED) break;
+      if (s === GRANTED || s === STOLEN) break; // STOLEN: as in requestSync()
       if (s === ESCALATE) {
         const outcome = await outers.get(this.#core.id)!.acquire(this, req.mode, req.wait, req.ttl, req.ifAvailable, req.steal);
         if (this.#afterEscalation(node, req, outcome) === UNAVAILABLE) return null;
@@ -318,18 +320,20 @@ export class RequestQueue {
       }
       if (granted) return node;
     }
-    let stolen: number[] = [];
+    let stolen: number[] = [], tokens: number[] = [];
     const outcome = stale ? ENQ_STALE : this.withLatch((wakes) => {
       if (!stillNamed(this.#core, this.slot, this.gen)) return { value: ENQ_STALE, action: 0 };
       const r = enqueue(pool, this.slot, this.#a, node, this.gated, tid, wakes);
       stolen = r.stolen;
+      // Under the latch: once it is let go, a holder may free its stolen node and reuse it.
+      tokens = stolen.map((n) => pool.f64[(nodeAt(pool, n) + N_TOKEN) >> 1]!);
       return { value: r.outcome, action: r.action };
     });
     if (outcome === ENQ_STALE) {
       freeNode(this.#core, pool, node);
       throw new StaleQueue();
     }
-    if (stolen.length > 0) stolenHook(this, stolen);
+    if (stolen.length > 0) stolenHook(this, stolen, tokens);
     if (outcome === ENQ_UNAVAILABLE) {
       freeNode(this.#core, pool, node);
       return -1;
