@@ -22,8 +22,8 @@ import { H_KEEPER, H_KEEPER_BELL, KEEPER_SERVING } from '../atomics/layout.js';
 import { LockTable } from '../atomics/table.js';
 import type { LockMode, RequestQueue } from '../atomics/queue.js';
 import {
-  A_HELD, A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP,
-  N_NEXT, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, nodeAt, ringOuterBell,
+  A_HELD, A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN,
+  N_NEXT, OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, nodeAt, ringOuterBell,
 } from '../atomics/queue-word.js';
 import {
   ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,
@@ -44,7 +44,7 @@ const url = clusterUrl();
 let session: Session | undefined;
 let listener: pg.Client | undefined;
 /** What this process's session holds, by slot. */
-const held = new Map<number, { name: string; mode: LockMode }>();
+const held = new Map<number, { name: string; mode: LockMode; token: number }>();
 /** Acquisitions to try again, by slot: the request number they answer. */
 const pending = new Map<number, { seq: number; name: string; mode: LockMode }>();
 /** The last request number handled, by slot. */
@@ -72,20 +72,38 @@ function lost(s: Session, err: Error): void {
   if (session !== s) return;
   session = undefined;
   debug('cluster session lost: %s', err.message);
-  for (const [slot, grant] of held) {
-    const q = queueAt(slot);
-    const nodes = q.withLatch(() => {
-      const w = q.pool.words, a = q.anchor, out: number[] = [];
-      if (w[a + A_OUTER] === OUTER_HELD || w[a + A_OUTER] === OUTER_RELEASING) {
-        w[a + A_OUTER_FLAGS]! |= OUTER_COMPROMISED;
-        for (let n = w[a + A_HELD]!; n !== 0; n = w[nodeAt(q.pool, n - 1) + N_NEXT]!) out.push(n - 1);
-      }
-      return { value: out, action: 0 };
-    });
-    hostEvent('lost', grant.name, { scope: 'cluster', detail: err.message });
-    broadcastLoss({ table: q.tableId, nodes, reason: 'owner-changed', detail: `the PostgreSQL session that held it ended: ${err.message}` });
-  }
+  for (const [slot, grant] of held) compromise(queueAt(slot), grant.name, grant.token, err.message, performance.now() + LOST_GRANT_MS);
   held.clear();
+}
+
+/** How long a grant answered but not yet taken up by its requester is waited for, once its session is lost. */
+const LOST_GRANT_MS = 5_000;
+
+/**
+ * Mark the slot's grant of `token` compromised and tell its holders. A
+ * grant the requester has not taken up yet (the queue still ACQUIRING with
+ * that answer in its mailbox, unread or read and about to be applied) is
+ * looked at again until it is: its holder must be told too, not run on
+ * unaware.
+ */
+function compromise(q: RequestQueue, name: string, token: number, detail: string, until: number): void {
+  const found = q.withLatch(() => {
+    const w = q.pool.words, f = q.pool.f64, a = q.anchor, out: number[] = [];
+    const outer = w[a + A_OUTER];
+    if (outer === OUTER_ACQUIRING && f[(a + A_OUTER_REP_TOKEN) >> 1] === token) return { value: null, action: 0 };
+    if ((outer === OUTER_HELD || outer === OUTER_RELEASING) && f[(a + A_OUTER_TOKEN) >> 1] === token) {
+      w[a + A_OUTER_FLAGS]! |= OUTER_COMPROMISED;
+      for (let n = w[a + A_HELD]!; n !== 0; n = w[nodeAt(q.pool, n - 1) + N_NEXT]!) out.push(n - 1);
+    }
+    return { value: out, action: 0 };
+  });
+  if (found === null) {
+    if (performance.now() < until) setTimeout(() => compromise(q, name, token, detail, until), 1);
+    return;
+  }
+  if (found.length === 0) return;
+  hostEvent('lost', name, { scope: 'cluster', detail });
+  broadcastLoss({ table: q.tableId, nodes: found, reason: 'owner-changed', detail: `the PostgreSQL session that held it ended: ${detail}` });
 }
 
 const queues = new Map<number, RequestQueue>();
@@ -116,14 +134,18 @@ async function attempt(q: RequestQueue, seq: number, name: string, mode: LockMod
     const s = connect();
     const r = await s.attempt(name, mode, !once);
     if (r.collision !== null) hostEvent('collision', name, { with: r.collision, scope: 'cluster' });
+    // The session ended while the answer came (both in one read): the grant went with it.
+    if (r.granted && (s.lost || session !== s)) throw new Error('Connection lost: the PostgreSQL session ended as it granted the lock');
     if (r.granted) {
       pending.delete(q.slot);
-      held.set(q.slot, { name, mode });
+      held.set(q.slot, { name, mode, token: r.token });
       // Cancelled while the attempt was on its way: the requester gave up, give it back.
       if (!current(q, seq)) await giveBack(q.slot);
       else reply(q, seq, RES_GRANTED | (r.died ? RES_DIED : 0), r.token);
     } else if (!current(q, seq)) {
+      // Cancelled while its first attempt was on its way: that attempt left a waiter row.
       pending.delete(q.slot);
+      await s.withdraw(name).catch(() => {});
     } else if (once) {
       reply(q, seq, RES_UNAVAILABLE);
     } else {
@@ -207,6 +229,8 @@ function serve(poll: boolean): void {
       pending.delete(q.slot);
       if (waiting !== undefined) void session?.withdraw(waiting.name).catch(() => {});
       reply(q, seq, RES_CANCELLED);
+      // A grant answered just before the cancel came: nobody will take it up, give it back now.
+      if (held.has(q.slot) && !inflight.has(q.slot)) run(q, () => giveBack(q.slot));
       continue;
     }
     if (inflight.has(q.slot)) continue;

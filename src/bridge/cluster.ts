@@ -81,7 +81,7 @@ export function clusterTable(): LockTable {
   table = LockTable.attach(clusterBuffer);
   const id = LockTable.unsafeExposeInternals(table).core.id;
   setOuterLock(id, clusterOuter);
-  setOuterRecovery(id, { giveBack: (_t, slot) => giveBack(slot) });
+  setOuterRecovery(id, { giveBack: (_t, slot, abandoned) => giveBack(slot, abandoned) });
   return table;
 }
 
@@ -137,6 +137,10 @@ class ClusterEscalation {
   readonly #wait: Wait;
   #seq: number;
   #cancelling = false;
+
+  get cancelling(): boolean {
+    return this.#cancelling;
+  }
   #cancelledAt = 0;
   #cause: unknown;
 
@@ -190,9 +194,13 @@ const clusterOuter: OuterLock = {
   async acquire(q, mode, wait, _ttl, once) {
     const e = new ClusterEscalation(q, mode, wait, once), w = q.pool.words, { signal } = wait;
     for (;;) {
-      if (signal?.aborted) e.cancel(abortErrorFor(signal));
+      // The answer first: a grant that came with the abort is taken, and the front door gives it back.
       const s = e.step();
       if (!('bell' in s)) return s;
+      if (signal?.aborted && !e.cancelling) {
+        e.cancel(abortErrorFor(signal));
+        continue;
+      }
       await waitAsyncUntil(w, bellOf(q), s.bell, s.until, signal);
     }
   },
@@ -238,10 +246,10 @@ export async function clusterQuery(): Promise<HostLockEntry[]> {
 }
 
 /** Recovery (a thread died in the way): the agent gives back whatever this process holds of the slot's name. */
-function giveBack(slot: number): void {
+function giveBack(slot: number, abandoned: boolean): void {
   const t = clusterTable(), name = t.nameAt(slot);
   if (name === null) return;
-  post(t.queue(name), OP_RELEASE);
+  post(t.queue(name), OP_RELEASE | (abandoned ? F_ABANDONED : 0)); // abandoned: the next process is told
   debug('cluster lock %s: given back after a thread died in the way', name);
 }
 

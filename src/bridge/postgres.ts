@@ -98,7 +98,12 @@ END $$;
  * request up for ever: connecting gives up after 3 s, and dead peers are
  * found by TCP keepalive.
  */
-export const CLIENT_OPTIONS = { connectionTimeoutMillis: 3000, keepAlive: true } as const;
+/**
+ * Every connection's: give up connecting after 3 s; TCP keepalive probes
+ * from 5 s of silence (the OS default waits 2 hours), so a server that
+ * vanished without a word (a crash, a partition) is found in minutes.
+ */
+export const CLIENT_OPTIONS = { connectionTimeoutMillis: 3000, keepAlive: true, keepAliveInitialDelayMillis: 5000 } as const;
 
 /** A fixed advisory key that serialises schema creation ('latchkey schema'). */
 const SCHEMA_LOCK = '7591002331948106291';
