@@ -3,8 +3,8 @@
 // and gets a larger token. Both backends: holders crafted by hand (records
 // laid out as file.ts does, rows written as sqlite.ts does), for a reused
 // pid (taken over at once) and for a holder that cannot be proved dead
-// (another host, or no start time: taken over only when its lease runs
-// out).
+// (another host, no start time, or another PID namespace: taken over only
+// when its lease runs out).
 import { afterEach, describe, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,6 +14,7 @@ import Database from 'better-sqlite3';
 import { encodeName } from '../src/bridge/file-dir.js';
 import { RECORD_BYTES } from '../src/bridge/file.js';
 import { SqliteBackend } from '../src/bridge/sqlite.js';
+import { me } from '../src/bridge/identity.js';
 import { type Backend, cleanup, freshDir, hostChild, hostFixture, hr, msBetween } from './fixtures/host-util.js';
 import { askerToldOfDeath, oneOfTwoToldOfDeath, waiterToldOfDeath } from './fixtures/tier-util.js';
 
@@ -98,7 +99,11 @@ function startOf(pid: number): string {
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
 }
 
-interface Fake { pid: number; start: string; host: string; boot?: string; token: number; expires: number; ttl: number }
+/** `space`: the pid space tag its id ends in (identity.ts); ours unless given. */
+interface Fake { pid: number; start: string; host: string; boot?: string; space?: string; token: number; expires: number; ttl: number }
+
+const ourSpace = me().id.split('-')[2]!;
+const fakeId = (f: Fake) => `${f.pid}-${f.start || 'nostart'}-${f.space ?? ourSpace}`;
 
 /**
  * Lay out the name directory as file.ts does for an exclusive holder:
@@ -111,7 +116,7 @@ function fakeFileHolder(dir: string, name: string, f: Fake): void {
   fs.mkdirSync(nameDir, { mode: 0o700 });
   fs.writeFileSync(join(nameDir, 'name'), name, { mode: 0o600 });
   fs.writeFileSync(join(nameDir, 'seq'), Buffer.from(new Float64Array([f.token, 0, 0, 0, 0]).buffer), { mode: 0o600 });
-  const id = `${f.pid}-${f.start || 'nostart'}-feedbeef`;
+  const id = fakeId(f);
   const now = Date.now();
   const rec = {
     v: 1, id, pid: f.pid, start: f.start, boot: f.boot ?? bootId, host: f.host, mode: 'exclusive', state: 'held',
@@ -133,7 +138,7 @@ function fakeSqliteHolder(dir: string, name: string, f: Fake): void {
     db.prepare('INSERT INTO names (name, token, flags) VALUES (?, ?, 0)').run(name, f.token);
     db.prepare('INSERT INTO holders (name, owner, mode, state, token, expires, ttl, since, at, pid, start, boot, host) '
       + "VALUES (?, ?, 'exclusive', 'held', ?, ?, ?, 0, ?, ?, ?, ?, ?)")
-      .run(name, `${f.pid}-${f.start || 'nostart'}-feedbeef`, f.token, f.expires, f.ttl, Date.now(), f.pid, f.start, f.boot ?? bootId, f.host);
+      .run(name, fakeId(f), f.token, f.expires, f.ttl, Date.now(), f.pid, f.start, f.boot ?? bootId, f.host);
   } finally {
     db.close();
   }
@@ -162,6 +167,8 @@ describe.each(['file', 'sqlite'] as const)('host holder death, hand-made holders
   test.each([
     ['on another host', { host: 'some-other-host.invalid', pid: 1, start: '1' }],
     ['of a live pid whose start time is unknown', { host: os.hostname(), pid: 1, start: '' }],
+    // pid 1 with start time '1' is a reused pid here, but not in another container's PID namespace.
+    ['of a process in another PID namespace', { host: os.hostname(), pid: 1, start: '1', space: 'feedbeef' }],
   ])('a record %s cannot be proved dead: not taken before its lease ends, taken after (abandoned)', async (_what, who) => {
     const dir = freshDir();
     const ttl = 1500;

@@ -35,7 +35,7 @@
  * and checked to be the one examined before they are removed.
  */
 import {
-  closeSync, constants, fstatSync, linkSync, lstatSync, openSync, readSync, readdirSync, renameSync, watch, writeSync,
+  closeSync, constants, fstatSync, futimesSync, linkSync, lstatSync, openSync, readSync, readdirSync, renameSync, watch, writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -528,6 +528,11 @@ export class FileBackend implements Backend {
 
   #takeBreaker(f: NameFiles): boolean {
     const b = join(f.dir, 'b');
+    // Others judge a breaker stale by its record's mtime (BREAKER_STALE_MS):
+    // make it now, or a record last written long ago (a release near the
+    // lease's end, after a freeze) reads as a breaker that died at once.
+    const now = new Date();
+    futimesSync(f.fd, now, now);
     for (let round = 0; round < 2; round++) {
       if (linkIfAbsent(f.o, b)) return true;
       const m = readMarker(b);

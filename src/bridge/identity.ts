@@ -5,8 +5,13 @@
  * A holder is dead only when that is provable on this host (Python
  * filelock's rule): a foreign host, or a process whose start time cannot be
  * read, counts as alive, and its lock goes only when its lease runs out.
+ *
+ * The pid space: two containers may share a host name, a boot and a lock
+ * directory, yet each see its own pids (PID namespaces). An owner's id ends
+ * in a tag of its host, boot and PID namespace; a holder whose tag is not
+ * ours lives where our pids mean nothing, and counts as alive too.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createHash } from 'node:crypto';
 
@@ -46,25 +51,39 @@ function bootId(): string {
   }
 }
 
+/** This process's PID namespace ('pid:[4026531836]'), or '' where /proc cannot tell. */
+function pidNamespace(): string {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return '';
+  }
+}
+
 let self: Owner | undefined;
 
-/** This process, as every thread of it sees it (the same id in each). */
+/** This process, as every thread of it sees it (the same id in each): `<pid>-<start>-<pid space tag>`. */
 export function me(): Owner {
   if (self !== undefined) return self;
   const host = hostname(), start = startOf(process.pid), boot = bootId();
-  const tag = createHash('sha256').update(`${host}\0${boot}`).digest('hex').slice(0, 8);
+  const tag = createHash('sha256').update(`${host}\0${boot}\0${pidNamespace()}`).digest('hex').slice(0, 8);
   return (self = { id: `${process.pid}-${start || Date.now()}-${tag}`, pid: process.pid, start, boot, host });
 }
 
+/** The pid space tag of an owner id (its third field; ids of one process's clients may add more). */
+const spaceOf = (id: string) => id.split('-')[2];
+
 /**
- * Whether `owner` is provably dead: on this host and boot, and its pid is
- * gone or now belongs to a process that started at another time. A
- * different boot id on this host proves it too (the machine restarted).
+ * Whether `owner` is provably dead: on this host and boot, in our pid space,
+ * and its pid is gone or now belongs to a process that started at another
+ * time. A different boot id on this host proves it too (the machine
+ * restarted).
  */
-export function provablyDead(owner: Pick<Owner, 'pid' | 'start' | 'boot' | 'host'>): boolean {
+export function provablyDead(owner: Pick<Owner, 'id' | 'pid' | 'start' | 'boot' | 'host'>): boolean {
   const mine = me();
   if (owner.host !== mine.host) return false;
   if (owner.boot !== '' && mine.boot !== '' && owner.boot !== mine.boot) return true;
+  if (spaceOf(owner.id) !== spaceOf(mine.id)) return false; // another PID namespace: its pids are not ours to check
   if (!Number.isInteger(owner.pid) || owner.pid <= 0) return false;
   try {
     process.kill(owner.pid, 0);

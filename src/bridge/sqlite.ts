@@ -70,6 +70,8 @@ interface Row {
 }
 
 const fail = (detail: string) => new ERR_LOCK_BACKEND('sqlite', detail);
+/** Whether the process of a row is provably dead (identity.ts); its `owner` is the process's id. */
+const rowDead = (r: Row) => provablyDead({ id: r.owner, pid: r.pid, start: r.start, boot: r.boot, host: r.host });
 const sleepMs = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 /** Run a file-dir.ts check, its refusal told as this backend's. */
@@ -205,7 +207,7 @@ export class SqliteBackend implements Backend {
   }
 
   othersWaiting(name: string): boolean {
-    return this.#tx(() => this.#q.waiters.all(name, this.#me.id).some((r) => !provablyDead(r)), false);
+    return this.#tx(() => this.#q.waiters.all(name, this.#me.id).some((r) => !rowDead(r)), false);
   }
 
   query(): HostLockEntry[] {
@@ -213,7 +215,7 @@ export class SqliteBackend implements Backend {
     const out: HostLockEntry[] = [];
     for (const r of rows) {
       const held = r.state === 'held';
-      if (provablyDead(r) || (held && r.expires < now)) continue;
+      if (rowDead(r) || (held && r.expires < now)) continue;
       out.push({
         name: r.name, mode: r.mode, state: held ? 'held' : 'pending', owner: r.owner, pid: r.pid, host: r.host,
         // Held: when granted. Pending: when the wait began (since is monotonic, comparable on this host).
@@ -262,7 +264,7 @@ export class SqliteBackend implements Backend {
     const held: Row[] = [], waiting: Row[] = [];
     for (const r of q.rows.all(req.name)) {
       if (r.owner === me.id) mine = r;
-      else if (provablyDead(r) || (r.state === 'held' && r.expires < now)) {
+      else if (rowDead(r) || (r.state === 'held' && r.expires < now)) {
         q.drop.run(req.name, r.owner);
         if (r.state === 'held' && r.mode === 'exclusive') died = true;
       } else (r.state === 'held' ? held : waiting).push(r);
