@@ -85,6 +85,8 @@ function threadScope(): LockTable {
 }
 
 const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, RequestQueue>(), cluster: new Map<string, RequestQueue>() };
+/** Handles a thread keeps per scope: a process may use any number of names over its life, so the cache starts over past this. */
+const kQueueCache = 8192;
 
 // Holders learn of a steal, or of a host lease lost, wherever they run.
 onStolen((q, nodes, tokens) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`', { slot: q.slot, tokens }));
@@ -95,6 +97,7 @@ function queueOf(scope: LockScope, key: string): RequestQueue {
   let q = cache.get(key);
   if (q === undefined) {
     q = scope === 'host' ? hostQueue(key) : scope === 'cluster' ? clusterQueue(key) : threadScope().queue(key);
+    if (cache.size >= kQueueCache) cache.clear();
     cache.set(key, q);
   }
   return q;

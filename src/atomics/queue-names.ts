@@ -192,7 +192,33 @@ function sweep(core: TableCore): number {
     }
     unlatch(w, at, core.tid);
   }
+  if (freed > 0) reclaimTombstones(core);
   return freed;
+}
+
+/**
+ * Under the name latch: a tombstone that an UNUSED slot follows ends every
+ * probe path through it (no name lies beyond it on one), so it becomes
+ * UNUSED too, and so on backwards. Without this, churn through many names
+ * leaves a table of tombstones in which every lookup of an absent name
+ * probes every slot.
+ */
+function reclaimTombstones(core: TableCore): void {
+  const { words: w, slots, threads } = core;
+  const reach = (slot: number) => Atomics.load(w, slotBase(threads, slot) + S_USE) & USE_REACH_MASK;
+  let end = -1;
+  for (let slot = 0; slot < slots && end < 0; slot++) if (reach(slot) === USE_UNUSED) end = slot;
+  if (end < 0) return;
+  // Backwards from an UNUSED slot, once round the table.
+  let nextUnused = true;
+  for (let i = 1; i < slots; i++) {
+    const slot = (end - i + slots) % slots, base = slotBase(threads, slot), use = Atomics.load(w, base + S_USE);
+    if (nextUnused && (use & USE_REACH_MASK) === USE_NAMED && Atomics.load(w, base + S_NAME_LEN) === TOMBSTONE) {
+      Atomics.store(w, base + S_USE, (use & ~USE_REACH_MASK) | USE_UNUSED); // its generation stays: stale handles still fail
+      continue;
+    }
+    nextUnused = (use & USE_REACH_MASK) === USE_UNUSED;
+  }
 }
 
 /** Under a queue's latch: whether the handle made for generation `gen` of `slot` still names its queue. */

@@ -144,7 +144,7 @@ export function validate(buffer: unknown): Int32Array {
 
 export class LockTable {
   readonly #core: TableCore;
-  /** Names this thread has resolved: a name never changes slot, so this never goes stale. */
+  /** Names this thread has resolved: a name never changes slot, so this never goes stale (a queue table's: queue-names.ts). */
   readonly #names = new Map<string, number>();
   /** A queue table's names: the generation each slot had when the name was found (queue-names.ts). */
   readonly #gens = new Map<string, number>();
@@ -369,6 +369,11 @@ export class LockTable {
     if (this.#core.nodes > 0) {
       const found = queueSlotOf(this.#core, scratch, length, hash, create);
       if (found === null) return -1;
+      // A queue table's names come and go (queue-names.ts): remember a bounded number of them.
+      if (this.#names.size >= 2 * this.#core.slots) {
+        this.#names.clear();
+        this.#gens.clear();
+      }
       this.#names.set(name, found[0]);
       this.#gens.set(name, found[1]);
       return found[0];
