@@ -335,7 +335,10 @@ async function query(options?: { scope?: LockScope }): Promise<LockManagerSnapsh
   const table = threadScope();
   for (const s of table.stats()) {
     if (s.kind !== 'queue' || s.name === null) continue;
-    const name = nameOfKey(s.name), snap = queueOf('thread', s.name).snapshot();
+    // Resolved afresh: a cached handle may be from before the name's slot was given back (queue-names.ts).
+    const q = table.queue(s.name);
+    queues.thread.set(s.name, q);
+    const name = nameOfKey(s.name), snap = q.snapshot();
     const info = (e: { mode: LockMode; client: number }) => ({ name, mode: e.mode, clientId: `${process.pid}:${e.client}` });
     held.push(...snap.held.map(info));
     pending.push(...snap.pending.map(info));

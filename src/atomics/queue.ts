@@ -295,9 +295,12 @@ export class RequestQueue {
     return Atomics.load(this.#core.words, nodeAt(this.#pool, grant.node) + N_STATE) === GRANTED;
   }
 
-  /** Held and pending requests, in order. */
+  /** Held and pending requests, in order; none when the slot no longer names this queue (given back). */
   snapshot(): ReturnType<typeof snapshot> {
-    return this.withLatch(() => ({ value: snapshot(this.#pool, this.#a), action: 0 }));
+    return this.withLatch(() => ({
+      value: stillNamed(this.#core, this.slot, this.gen) ? snapshot(this.#pool, this.#a) : { held: [], pending: [] },
+      action: 0,
+    }));
   }
 
   /** Enqueue a new request; its node, or -1 when ifAvailable found the lock taken. */
