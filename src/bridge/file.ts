@@ -155,6 +155,8 @@ export class FileBackend implements Backend {
   readonly location: string;
   readonly #me: Owner;
   readonly #names = new Map<string, NameFiles>();
+  /** Names closed (past OPEN_NAMES) while their waiter markers were out. */
+  readonly #publishedClosed = new Set<string>();
   readonly #seq = new Float64Array(SEQ_WORDS);
   /** This process in SEQ_TURN_OWNER: 48 bits of its owner id's hash (a float64 holds them exactly). */
   readonly #tag: number;
@@ -373,12 +375,14 @@ export class FileBackend implements Backend {
     const dir = openNameDir(this.location, name), o = join(dir, `o-${this.#me.id}`);
     const flags = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
     const fd = openSync(o, flags, 0o600), seq = openSync(join(dir, 'seq'), flags, 0o600);
-    const f: NameFiles = { dir, o, fd, ino: fstatSync(fd).ino, seq, published: false };
+    // A name closed while this thread had markers out keeps that news: they are taken away after its grant.
+    const f: NameFiles = { dir, o, fd, ino: fstatSync(fd).ino, seq, published: this.#publishedClosed.delete(name) };
     if (this.#names.size >= OPEN_NAMES) {
       const [oldest, files] = this.#names.entries().next().value as [string, NameFiles];
       closeSync(files.fd);
       closeSync(files.seq);
       this.#names.delete(oldest);
+      if (files.published) this.#publishedClosed.add(oldest);
     }
     this.#names.set(name, f);
     return f;
