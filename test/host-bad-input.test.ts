@@ -5,6 +5,7 @@
 // garbage database is refused. And the Web Locks options across processes:
 // ifAvailable, steal, shared, query().
 import { afterEach, describe, expect, test } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -221,6 +222,26 @@ describe('host garbage files (file backend)', () => {
     fs.utimesSync(join(d, 'x'), old, old);
     const c = await hostChild('file', dir);
     expect(await c.call('lock', { name: 'old-garbage', opts: { timeout: 5000 } })).toMatchObject({ granted: true });
+  }, 20_000);
+
+  test.each([
+    ['a FIFO', (path: string) => execFileSync('mkfifo', [path])],
+    ['a directory', (path: string) => fs.mkdirSync(path)],
+    ['a symlink', (path: string) => fs.symlinkSync('/etc/hostname', path)],
+  ])('%s as `x` fails closed like garbage: the request waits, then ERR_LOCK_TIMEOUT; the process never hangs', async (_what, make) => {
+    const dir = freshDir(), d = nameDir(dir, 'odd-x');
+    make(join(d, 'x'));
+    const c = await hostChild('file', dir);
+    expect(await c.call('lock', { name: 'odd-x', opts: { timeout: 600 } }, 10_000)).toMatchObject({ granted: false, error: { code: 'ERR_LOCK_TIMEOUT' } });
+    expect(await c.call('ping')).toMatchObject({ ok: true });
+  }, 20_000);
+
+  test('a directory as `heir` is taken away: granted, and the marker it left goes after the grant', async () => {
+    const dir = freshDir(), d = nameDir(dir, 'odd-heir');
+    fs.mkdirSync(join(d, 'heir'));
+    const c = await hostChild('file', dir);
+    expect(await c.call('lock', { name: 'odd-heir', opts: { timeout: 5000 } })).toMatchObject({ granted: true });
+    expect(fs.existsSync(join(d, 'heir'))).toBe(false);
   }, 20_000);
 
   test('a corrupt `seq` (NaN token) is refused with ERR_LOCK_BACKEND, never a token going backwards', async () => {

@@ -16,7 +16,7 @@
  * (SHA-256, 16 hex digits) keeps distinct names apart, and the `name` file
  * proves it: a name whose directory holds another name is refused.
  */
-import { constants, lstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, closeSync } from 'node:fs';
+import { constants, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -118,7 +118,13 @@ export function unlinkQuiet(path: string): boolean {
     unlinkSync(path);
     return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return false;
+    // A directory where a marker belongs (garbage; our own directory, 0700): it goes too.
+    if (code === 'EISDIR' || code === 'EPERM') {
+      rmSync(path, { recursive: true, force: true });
+      return true;
+    }
     throw err;
   }
 }

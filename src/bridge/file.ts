@@ -121,18 +121,27 @@ function parseRec(text: string): Rec | null {
 function readMarker(path: string): Marker | null {
   let fd: number;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO planted there must not block the open.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
+    return unreadable(path); // a symlink (ELOOP), no rights …
   }
   try {
-    const st = fstatSync(fd), buf = Buffer.alloc(RECORD_BYTES);
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { rec: null, ino: st.ino, mtimeMs: st.mtimeMs }; // a directory, a FIFO …: garbage
+    const buf = Buffer.alloc(RECORD_BYTES);
     const n = readSync(fd, buf, 0, RECORD_BYTES, 0);
     return { rec: parseRec(buf.toString('utf8', 0, n).trimEnd()), ino: st.ino, mtimeMs: st.mtimeMs };
   } finally {
     closeSync(fd);
   }
+}
+
+/** A marker that cannot be read: garbage (it fails closed, and is broken after GARBAGE_STALE_MS), or null if gone. */
+function unreadable(path: string): Marker | null {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  return st === undefined ? null : { rec: null, ino: st.ino, mtimeMs: st.mtimeMs };
 }
 
 /** link(2) that answers false when the target exists. */
