@@ -32,11 +32,23 @@ setInterval(() => {}, 0x7fffffff);
 const checked = new Map<string, number>();
 const CHECK_MS = 10;
 
+/** Names whose check waits for CHECK_MS to pass: a change inside it is checked then, not dropped. */
+const later = new Set<string>();
+
 function onChange(q: RequestQueue): void {
   ringOuterBell(q.pool, q.slot);
   // Still ours? A steal or a takeover shows here before the next renewal.
-  const now = performance.now(), name = q.name as string;
-  if (now - (checked.get(name) ?? -Infinity) < CHECK_MS) return;
+  const now = performance.now(), name = q.name as string, last = checked.get(name) ?? -Infinity;
+  if (now - last < CHECK_MS) {
+    if (!later.has(name)) {
+      later.add(name);
+      setTimeout(() => {
+        later.delete(name);
+        if (watched.has(name)) onChange(q);
+      }, last + CHECK_MS - now);
+    }
+    return;
+  }
   checked.set(name, now);
   renewOuter(q, true);
 }
@@ -58,7 +70,11 @@ function round(): number {
     }
     if (!held && !waited) continue;
     seen.add(name);
-    if (!watched.has(name)) watched.set(name, backend.watch(name, () => onChange(q)));
+    if (!watched.has(name)) {
+      watched.set(name, backend.watch(name, () => onChange(q)));
+      // A release between the escalator's attempt and this watch rang nothing: have it look again.
+      ringOuterBell(q.pool, q.slot);
+    }
   }
   for (const [name, unwatch] of watched) {
     if (seen.has(name)) continue;
