@@ -4,13 +4,16 @@
 // while a live thread moved the node into another queue (exclusion broken
 // there); a thread terminated while it named a fresh slot (the slot stayed
 // CLAIMING and every lookup past it spun forever); and a worker's exit
-// listener taking a lock with a node its own exit hook had given back.
+// listener taking a lock with a node its own exit hook had given back; and
+// a thread that died while it recovered another (that one stayed
+// T_RECOVERING for ever, its locks held).
 import { describe, expect, test } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import * as Q from '../src/atomics/queue-word.js';
-import { NODE_WORDS, T_LIVE, T_RECOVERING, nodeRegionOf, threadBase } from '../src/atomics/layout.js';
-import { locks } from '../src/index.js';
-import { exited, fixture, result } from './helpers.js';
+import { NODE_WORDS, T_DEAD_MARK, T_LIVE, T_RECOVERER, T_RECOVERING, nodeRegionOf, threadBase } from '../src/atomics/layout.js';
+import { recoverThread } from '../src/atomics/threads.js';
+import { LockTable, locks } from '../src/index.js';
+import { control, exited, fixture, result, until } from './helpers.js';
 
 const slots = 2, threads = 4;
 const region = nodeRegionOf(slots, threads);
@@ -104,5 +107,26 @@ describe('request-queue recovery of a terminated thread', () => {
     const g = locks.lockSync(name, { timeout: 2000 })!;
     expect(g.abandoned).toBe(true);
     g.unlock();
+  });
+});
+
+describe('a recovery whose recoverer dies', () => {
+  test('is resumed by the recoverer\'s own recovery: the dead holder\'s mutex is released, abandoned', async () => {
+    const table = LockTable.default(), name = `queue-races-orphan-${process.pid}`, ctl = control(4);
+    const w = new Worker(fixture('hold'), { workerData: { table: null, name, then: 'terminate', control: ctl.buffer } });
+    await until(ctl, 0, 1);
+    const { words } = LockTable.unsafeExposeInternals(table).core, entry = threadBase(ctl[2]!);
+    // As a thread that began recovering it and died at once would leave it (recoverer: a thread id nobody has).
+    const mark = Atomics.load(words, entry + T_LIVE), ghost = 1_000_000;
+    expect(Atomics.compareExchange(words, entry + T_LIVE, mark, T_RECOVERING)).toBe(mark);
+    Atomics.store(words, entry + T_DEAD_MARK, mark);
+    Atomics.store(words, entry + T_RECOVERER, ghost);
+    await w.terminate(); // its 'exit' recovers nothing: the entry is somebody else's to recover
+    expect(() => table.mutex(name).lockSync({ timeout: 100 })).toThrow(expect.objectContaining({ code: 'ERR_LOCK_TIMEOUT' }));
+    recoverThread(LockTable.unsafeExposeInternals(table).core, ghost, true); // the recoverer's death is delivered
+    const g = table.mutex(name).lockSync({ timeout: 1000 });
+    expect(g.abandoned).toBe(true);
+    g.unlock();
+    expect(Atomics.load(words, entry + T_LIVE)).toBe(0); // the entry is free again
   });
 });

@@ -47,6 +47,9 @@
  *   T_OSTID        the thread's OS thread id (Linux /proc/thread-self), 0
  *                  where unknown: a thread whose task is gone from
  *                  /proc/self/task is provably dead before its 'exit' event
+ *   T_RECOVERER    while T_RECOVERING: Node threadId + 1 of the thread
+ *                  recovering it, and T_DEAD_MARK the T_LIVE it had; if the
+ *                  recoverer dies too, its own recovery resumes this one
  *   T_HOLDS …      HOLDS_MAX pairs (slot + 1, count): what the thread holds
  *                  that no state word can name, because many threads hold it
  *                  at once (rwlock read shares, semaphore permits, barrier
@@ -97,6 +100,8 @@ export const T_LIVE = 0;
 export const T_WAIT_SLOT = 1;
 export const T_PARENT = 2;
 export const T_OSTID = 3;
+export const T_RECOVERER = 4;
+export const T_DEAD_MARK = 5;
 export const T_HOLDS = 8;
 export const HOLDS_MAX = 16;
 export const THREAD_WORDS = T_HOLDS + HOLDS_MAX * 2;

@@ -26,7 +26,8 @@ import { debuglog } from 'node:util';
 import { getEnvironmentData, isMainThread, setEnvironmentData, threadId, type Worker } from 'node:worker_threads';
 import type { WatchedTable } from './core.js';
 import {
-  KIND_MASK, KIND_SHIFT, S_USE, T_LIVE, T_OSTID, T_PARENT, T_RECOVERING, T_WAIT_SLOT, slotBase, threadBase,
+  KIND_MASK, KIND_SHIFT, S_USE, T_DEAD_MARK, T_LIVE, T_OSTID, T_PARENT, T_RECOVERER, T_RECOVERING, T_WAIT_SLOT, slotBase,
+  threadBase,
 } from './layout.js';
 import { takeHoldings } from './holdings.js';
 import { kindOps, tableRecoveries } from './kinds.js';
@@ -113,6 +114,7 @@ function hasEntry(core: WatchedTable, mark: number): boolean {
 }
 
 function freeEntry(w: Int32Array, entry: number): void {
+  Atomics.store(w, entry + T_RECOVERER, 0);
   Atomics.store(w, entry + T_PARENT, 0);
   Atomics.store(w, entry + T_OSTID, 0);
   Atomics.store(w, entry + T_LIVE, 0);
@@ -130,6 +132,27 @@ export function recoverIfGone(core: WatchedTable, tid: number): boolean {
   debug('thread tid %d is gone (OS thread %d): recovering it without waiting for its exit event', tid, os);
   recoverThread(core, mark, true);
   return true;
+}
+
+/**
+ * The thread `recoverer` died: the recoveries it had begun and not
+ * finished (killed in the middle, or put off and lost with its event loop)
+ * start again. Every step of a recovery may run twice: repairs rebuild from
+ * the nodes, and released words are released only if still owned.
+ */
+function resumeOrphaned(core: WatchedTable, recoverer: number): number {
+  const w = core.words;
+  let released = 0;
+  for (let tid = 1; tid <= core.threads; tid++) {
+    const entry = threadBase(tid);
+    if (Atomics.load(w, entry + T_LIVE) !== T_RECOVERING || Atomics.load(w, entry + T_RECOVERER) !== recoverer) continue;
+    const dead = Atomics.load(w, entry + T_DEAD_MARK);
+    if (dead <= 0 || Atomics.compareExchange(w, entry + T_LIVE, T_RECOVERING, dead) !== T_RECOVERING) continue;
+    debug('resuming the recovery of tid %d, left unfinished by dead thread %d', tid, recoverer - 1);
+    // The recoverer's own entry comes next in recoverThread(); another's, here.
+    if (dead !== recoverer) released += recoverThread(core, dead, true);
+  }
+  return released;
 }
 
 /** Recoveries this thread had to put off, with the entries they keep reserved. */
@@ -176,10 +199,13 @@ export function watchTable(id: string, table: WatchedTable): void {
  */
 export function recoverThread(core: WatchedTable, mark: number, stopped: boolean): number {
   const w = core.words;
-  let released = 0;
+  let released = stopped ? resumeOrphaned(core, mark) : 0;
   for (let tid = 1; tid <= core.threads; tid++) {
     const entry = threadBase(tid);
     if (Atomics.compareExchange(w, entry + T_LIVE, mark, T_RECOVERING) !== mark) continue;
+    // Who recovers it: should this thread die before it is done, its own recovery resumes this one.
+    Atomics.store(w, entry + T_DEAD_MARK, mark);
+    Atomics.store(w, entry + T_RECOVERER, liveMark(threadId));
     const kindOf = (base: number) => kindOps[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
     for (let slot = 0; slot < core.slots; slot++) {
       const base = slotBase(core.threads, slot);
@@ -203,6 +229,7 @@ export function recoverThread(core: WatchedTable, mark: number, stopped: boolean
     Atomics.store(w, entry + T_WAIT_SLOT, 0);
     if (!stopped) {
       // On the dying thread itself: what waits is left to its parent's recovery.
+      Atomics.store(w, entry + T_RECOVERER, 0);
       Atomics.store(w, entry + T_LIVE, mark);
       continue;
     }
