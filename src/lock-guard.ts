@@ -12,7 +12,7 @@
  */
 import { BroadcastChannel } from 'node:worker_threads';
 import type { QueueGrant, RequestQueue } from './atomics/queue.js';
-import { LOSS_CHANNEL, type LossMessage, type LossReason, broadcastLoss } from './loss.js';
+import { LOSS_CHANNEL, type LossMessage, type LossReason, type LostGrants, broadcastLoss } from './loss.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
 import { acquireChannel, debug, observed, releaseChannel } from './observe.js';
 
@@ -67,8 +67,8 @@ export type LossHandler = (error: Error & { reason: LossReason }) => void;
 
 /** A held lock of this thread, as the loss notifications find it. */
 interface Holding {
-  /** Whether it is the grant of `token` in the queue of `slot`. */
-  is(slot: number, token: number): boolean;
+  /** Whether it is the grant of `token` in the queue of `slot` (generation `gen`). */
+  is(slot: number, gen: number, token: number): boolean;
   lose(reason: LossReason, detail: string): void;
 }
 
@@ -93,25 +93,24 @@ function listen(): void {
   };
 }
 
-/** The holding of `nodes[i]`, if it is the grant that was lost (when known): not a later grant of a reused node. */
-function holderOf(byNode: Array<Holding | undefined> | undefined, node: number, grants: LossMessage['grants'], i: number): Holding | undefined {
+/** The holding of `nodes[i]`, if it is the grant that was lost: not a later grant of a reused node. */
+function holderOf(byNode: Array<Holding | undefined> | undefined, node: number, grants: LostGrants, i: number): Holding | undefined {
   const h = byNode?.[node];
-  return h !== undefined && (grants === undefined || h.is(grants.slot, grants.tokens[i]!)) ? h : undefined;
+  return h !== undefined && h.is(grants.slot, grants.gen, grants.tokens[i]!) ? h : undefined;
 }
 
 /** Tell the holders of `nodes` (in any thread of the process) that their locks are lost. */
-export function announceLoss(table: string, nodes: number[], reason: LossReason, detail: string, grants?: LossMessage['grants']): void {
+export function announceLoss(table: string, nodes: number[], reason: LossReason, detail: string, grants: LostGrants): void {
   const elsewhere: number[] = [], tokens: number[] = [], byNode = holdings.get(table);
   nodes.forEach((node, i) => {
     const mine = holderOf(byNode, node, grants, i);
     if (mine !== undefined) mine.lose(reason, detail);
     else {
       elsewhere.push(node);
-      if (grants !== undefined) tokens.push(grants.tokens[i]!);
+      tokens.push(grants.tokens[i]!);
     }
   });
-  if (elsewhere.length === 0) return;
-  broadcastLoss({ table, nodes: elsewhere, reason, detail, ...(grants === undefined ? {} : { grants: { slot: grants.slot, tokens } }) });
+  if (elsewhere.length > 0) broadcastLoss({ table, nodes: elsewhere, reason, detail, grants: { ...grants, tokens } });
 }
 
 /**
@@ -199,9 +198,9 @@ export class LockGuard extends Lock {
     if (this.#held) this.unlock();
   }
 
-  /** @internal Whether this is the grant of `token` in the queue of `slot`. */
-  is(slot: number, token: number): boolean {
-    return this.#queue.slot === slot && this.token === token;
+  /** @internal Whether this is the grant of `token` in the queue of `slot` (generation `gen`). */
+  is(slot: number, gen: number, token: number): boolean {
+    return this.#queue.slot === slot && this.#queue.gen === gen && this.token === token;
   }
 
   /** @internal Called when the lock is lost while held. */

@@ -89,8 +89,8 @@ const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, 
 const kQueueCache = 8192;
 
 // Holders learn of a steal, or of a host lease lost, wherever they run.
-onStolen((q, nodes, tokens) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`', { slot: q.slot, tokens }));
-onHostLoss((table, nodes, reason, detail) => announceLoss(table, nodes, reason, detail));
+onStolen((q, nodes, tokens) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`', { slot: q.slot, gen: q.gen, tokens }));
+onHostLoss((table, nodes, reason, detail, grants) => announceLoss(table, nodes, reason, detail, grants));
 
 function queueOf(scope: LockScope, key: string): RequestQueue {
   const cache = queues[scope];

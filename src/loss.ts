@@ -19,10 +19,17 @@ export interface LossMessage {
   reason: LossReason;
   detail: string;
   /**
-   * When known, the lost grants (their queue's slot, and their tokens, one
-   * per node): a node's holder may have let it go and reused it since.
+   * The lost grants: their queue (slot and its generation) and their
+   * tokens, one per node. A node's holder may have let it go and reused it
+   * since; a notice that does not match its holding is dropped.
    */
-  grants?: { slot: number; tokens: number[] };
+  grants: LostGrants;
+}
+
+export interface LostGrants {
+  slot: number;
+  gen: number;
+  tokens: number[];
 }
 
 let poster: BroadcastChannel | undefined;

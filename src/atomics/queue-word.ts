@@ -86,7 +86,7 @@
 import type { TableCore, WatchedTable } from './core.js';
 import {
   F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_KEEPER, H_KEEPER_BELL, KEEPER_RUNNING, NODE_WORDS, S_BELL,
-  S_STATE, T_LIVE, slotBase, threadBase,
+  S_STATE, T_LIVE, T_RECOVERING, slotBase, threadBase,
 } from './layout.js';
 import { SpinWait } from './wait.js';
 import { finishDeferred, recoverIfGone, recoveriesDeferred } from './threads.js';
@@ -697,8 +697,8 @@ export function snapshot(p: NodePool, a: number): { held: QueueEntry[]; pending:
 
 /**
  * Rebuild the lists and counts of `slot` from its nodes, leaving out those
- * of the dead thread `dead` and of every thread whose entry is not live
- * (another dead thread whose recovery is put off: threads.ts). A node left
+ * of the dead thread `dead` and of every thread being recovered (another
+ * dead thread whose recovery is put off: threads.ts). A node left
  * out is made FREE, for good: no later repair brings it back (its owner's
  * recovery frees it for reuse). A dead holder marks the next grant
  * abandoned. Under the latch, held by or for `dead`. Returns whether a dead
@@ -719,7 +719,7 @@ export function repair(p: NodePool, slot: number, a: number, dead: number): bool
     if (state === FREE || Atomics.load(w, at + N_SLOT) !== slot + 1) continue;
     // Arrival numbers wrap at 2^32: compare by difference.
     if (((w[at + N_SEQ] - seq) | 0) >= 0) seq = (w[at + N_SEQ] + 1) | 0;
-    if (owner === dead || Atomics.load(w, threadBase(owner) + T_LIVE) <= 0) {
+    if (owner === dead || Atomics.load(w, threadBase(owner) + T_LIVE) === T_RECOVERING) {
       if (state === GRANTED) deadHeld = true;
       Atomics.store(w, at + N_STATE, FREE);
       continue;
@@ -742,6 +742,16 @@ export function repair(p: NodePool, slot: number, a: number, dead: number): bool
   const escalator = w[a + A_OUTER_NODE];
   if (escalator !== 0 && !pending.includes(escalator - 1)) w[a + A_OUTER_NODE] = 0;
   return deadHeld;
+}
+
+/** Under the latch: the held requests of a queue and their grants' tokens (what a loss notice names). */
+export function heldGrants(p: NodePool, a: number): { nodes: number[]; tokens: number[] } {
+  const w = p.words, nodes: number[] = [], tokens: number[] = [];
+  for (let n = w[a + A_HELD]; n !== 0; n = w[nodeAt(p, n - 1) + N_NEXT]) {
+    nodes.push(n - 1);
+    tokens.push(p.f64[f64At(nodeAt(p, n - 1) + N_TOKEN)]!);
+  }
+  return { nodes, tokens };
 }
 
 /** Wake every request of the slot, whatever its state: each re-reads its word. */

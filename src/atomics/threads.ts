@@ -141,16 +141,17 @@ export function recoverIfGone(core: WatchedTable, tid: number): boolean {
  * the nodes, and released words are released only if still owned.
  */
 function resumeOrphaned(core: WatchedTable, recoverer: number): number {
-  const w = core.words;
+  const w = core.words, self = liveMark(threadId);
   let released = 0;
   for (let tid = 1; tid <= core.threads; tid++) {
     const entry = threadBase(tid);
-    if (Atomics.load(w, entry + T_LIVE) !== T_RECOVERING || Atomics.load(w, entry + T_RECOVERER) !== recoverer) continue;
+    if (Atomics.load(w, entry + T_LIVE) !== T_RECOVERING) continue;
+    // One CAS: of two threads that would resume it, one does.
+    if (Atomics.compareExchange(w, entry + T_RECOVERER, recoverer, self) !== recoverer) continue;
     const dead = Atomics.load(w, entry + T_DEAD_MARK);
-    if (dead <= 0 || Atomics.compareExchange(w, entry + T_LIVE, T_RECOVERING, dead) !== T_RECOVERING) continue;
     debug('resuming the recovery of tid %d, left unfinished by dead thread %d', tid, recoverer - 1);
-    // The recoverer's own entry comes next in recoverThread(); another's, here.
-    if (dead !== recoverer) released += recoverThread(core, dead, true);
+    released += recoverEntry(core, tid, dead, true);
+    if (dead !== recoverer) released += recoverChildren(core, dead);
   }
   return released;
 }
@@ -198,49 +199,64 @@ export function watchTable(id: string, table: WatchedTable): void {
  * started, which Node stopped with it, are recovered too.
  */
 export function recoverThread(core: WatchedTable, mark: number, stopped: boolean): number {
-  const w = core.words;
-  let released = stopped ? resumeOrphaned(core, mark) : 0;
+  const w = core.words, self = liveMark(threadId);
+  // What a dead thread left half recovered (never this thread's own: it finishes its put-off ones itself).
+  let released = stopped && mark !== self ? resumeOrphaned(core, mark) : 0;
   for (let tid = 1; tid <= core.threads; tid++) {
     const entry = threadBase(tid);
     if (Atomics.compareExchange(w, entry + T_LIVE, mark, T_RECOVERING) !== mark) continue;
     // Who recovers it: should this thread die before it is done, its own recovery resumes this one.
     Atomics.store(w, entry + T_DEAD_MARK, mark);
-    Atomics.store(w, entry + T_RECOVERER, liveMark(threadId));
-    const kindOf = (base: number) => kindOps[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
-    for (let slot = 0; slot < core.slots; slot++) {
-      const base = slotBase(core.threads, slot);
-      if (kindOf(base)?.recoverOwned?.(w, base, tid)) {
-        released++;
-        debug('recovered %s from dead thread %d (tid %d): abandoned', core.label(slot), mark - 1, tid);
-      }
-    }
-    for (const [slot, count] of takeHoldings(core, tid)) {
-      const base = slotBase(core.threads, slot);
-      kindOf(base)?.recoverHeld?.(w, base, tid, count);
-      released++;
-      debug('gave back %d of %s held by dead thread %d (tid %d)', count, core.label(slot), mark - 1, tid);
-    }
-    const retries: Array<() => boolean> = [];
-    for (const recover of tableRecoveries) {
-      const r = recover(core, tid, mark === liveMark(threadId));
-      released += r.released;
-      if (r.retry !== undefined) retries.push(r.retry);
-    }
-    Atomics.store(w, entry + T_WAIT_SLOT, 0);
-    if (!stopped) {
-      // On the dying thread itself: what waits is left to its parent's recovery.
-      Atomics.store(w, entry + T_RECOVERER, 0);
-      Atomics.store(w, entry + T_LIVE, mark);
-      continue;
-    }
-    if (retries.length > 0) finishLater(w, entry, retries);
-    else freeEntry(w, entry);
+    Atomics.store(w, entry + T_RECOVERER, self);
+    released += recoverEntry(core, tid, mark, stopped);
   }
-  if (stopped) {
-    for (let tid = 1; tid <= core.threads; tid++) {
-      const entry = threadBase(tid), child = Atomics.load(w, entry + T_LIVE);
-      if (child > 0 && Atomics.load(w, entry + T_PARENT) === mark) released += recoverThread(core, child, true);
+  if (stopped) released += recoverChildren(core, mark);
+  return released;
+}
+
+/** The recovery of entry `tid` (T_RECOVERING, and this thread its T_RECOVERER), whose thread had the mark `mark`. */
+function recoverEntry(core: WatchedTable, tid: number, mark: number, stopped: boolean): number {
+  const w = core.words, entry = threadBase(tid);
+  let released = 0;
+  const kindOf = (base: number) => kindOps[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
+  for (let slot = 0; slot < core.slots; slot++) {
+    const base = slotBase(core.threads, slot);
+    if (kindOf(base)?.recoverOwned?.(w, base, tid)) {
+      released++;
+      debug('recovered %s from dead thread %d (tid %d): abandoned', core.label(slot), mark - 1, tid);
     }
+  }
+  for (const [slot, count] of takeHoldings(core, tid)) {
+    const base = slotBase(core.threads, slot);
+    kindOf(base)?.recoverHeld?.(w, base, tid, count);
+    released++;
+    debug('gave back %d of %s held by dead thread %d (tid %d)', count, core.label(slot), mark - 1, tid);
+  }
+  const retries: Array<() => boolean> = [];
+  for (const recover of tableRecoveries) {
+    const r = recover(core, tid, mark === liveMark(threadId));
+    released += r.released;
+    if (r.retry !== undefined) retries.push(r.retry);
+  }
+  Atomics.store(w, entry + T_WAIT_SLOT, 0);
+  if (!stopped) {
+    // On the dying thread itself: what waits is left to its parent's recovery.
+    Atomics.store(w, entry + T_RECOVERER, 0);
+    Atomics.store(w, entry + T_LIVE, mark);
+    return released;
+  }
+  if (retries.length > 0) finishLater(w, entry, retries);
+  else freeEntry(w, entry);
+  return released;
+}
+
+/** The workers that stopped with the thread of `mark` (Node stops a worker's workers with it). */
+function recoverChildren(core: WatchedTable, mark: number): number {
+  const w = core.words;
+  let released = 0;
+  for (let tid = 1; tid <= core.threads; tid++) {
+    const entry = threadBase(tid), child = Atomics.load(w, entry + T_LIVE);
+    if (child > 0 && Atomics.load(w, entry + T_PARENT) === mark) released += recoverThread(core, child, true);
   }
   return released;
 }

@@ -23,7 +23,7 @@ import { LockTable } from '../atomics/table.js';
 import type { LockMode, RequestQueue } from '../atomics/queue.js';
 import {
   A_HELD, A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN,
-  N_NEXT, OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, nodeAt, ringOuterBell,
+  OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, heldGrants, ringOuterBell,
 } from '../atomics/queue-word.js';
 import {
   ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,
@@ -72,7 +72,8 @@ function lost(s: Session, err: Error): void {
   if (session !== s) return;
   session = undefined;
   debug('cluster session lost: %s', err.message);
-  for (const [slot, grant] of held) compromise(queueAt(slot), grant.name, grant.token, err.message, performance.now() + LOST_GRANT_MS);
+  // By name: a slot's cached handle may be of another name by now (given back, reused).
+  for (const grant of held.values()) compromise(table.queue(grant.name), grant.name, grant.token, err.message, performance.now() + LOST_GRANT_MS);
   held.clear();
 }
 
@@ -88,22 +89,23 @@ const LOST_GRANT_MS = 5_000;
  */
 function compromise(q: RequestQueue, name: string, token: number, detail: string, until: number): void {
   const found = q.withLatch(() => {
-    const w = q.pool.words, f = q.pool.f64, a = q.anchor, out: number[] = [];
+    const w = q.pool.words, f = q.pool.f64, a = q.anchor;
     const outer = w[a + A_OUTER];
     if (outer === OUTER_ACQUIRING && f[(a + A_OUTER_REP_TOKEN) >> 1] === token) return { value: null, action: 0 };
-    if ((outer === OUTER_HELD || outer === OUTER_RELEASING) && f[(a + A_OUTER_TOKEN) >> 1] === token) {
-      w[a + A_OUTER_FLAGS]! |= OUTER_COMPROMISED;
-      for (let n = w[a + A_HELD]!; n !== 0; n = w[nodeAt(q.pool, n - 1) + N_NEXT]!) out.push(n - 1);
-    }
-    return { value: out, action: 0 };
+    if ((outer !== OUTER_HELD && outer !== OUTER_RELEASING) || f[(a + A_OUTER_TOKEN) >> 1] !== token) return { value: undefined, action: 0 };
+    w[a + A_OUTER_FLAGS]! |= OUTER_COMPROMISED;
+    return { value: heldGrants(q.pool, a), action: 0 };
   });
   if (found === null) {
     if (performance.now() < until) setTimeout(() => compromise(q, name, token, detail, until), 1);
     return;
   }
-  if (found.length === 0) return;
+  if (found === undefined || found.nodes.length === 0) return;
   hostEvent('lost', name, { scope: 'cluster', detail });
-  broadcastLoss({ table: q.tableId, nodes: found, reason: 'owner-changed', detail: `the PostgreSQL session that held it ended: ${detail}` });
+  broadcastLoss({
+    table: q.tableId, nodes: found.nodes, reason: 'owner-changed', detail: `the PostgreSQL session that held it ended: ${detail}`,
+    grants: { slot: q.slot, gen: q.gen, tokens: found.tokens },
+  });
 }
 
 const queues = new Map<number, RequestQueue>();

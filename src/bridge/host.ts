@@ -27,7 +27,7 @@ import { setOuterRecovery } from '../atomics/queue-recovery.js';
 import {
   ABANDONED_NEXT, A_FLAGS, A_HEAD, A_HELD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_NODE, A_OUTER_TOKEN, A_OUTER_TTL,
   A_OUTER_WAITERS, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, N_NEXT, OUTER_ACQUIRING, OUTER_COMPROMISED,
-  OUTER_HELD, OUTER_RELEASING, lingerDue, mayKeepOuter, nodeAt, stealerWaiting,
+  OUTER_HELD, OUTER_RELEASING, heldGrants, lingerDue, mayKeepOuter, nodeAt, stealerWaiting,
 } from '../atomics/queue-word.js';
 import { waitAsyncUntil, remaining } from '../atomics/wait.js';
 import type { Attempt, Backend, CompromiseReason, HostLockEntry, Renewal } from './backend.js';
@@ -37,7 +37,7 @@ import { me, monotonicMs, wallClock } from './identity.js';
 import { HOST_TABLE_KEY, ensureKeeper } from './keeper.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 import { debug, hostEvent } from '../observe.js';
-import { broadcastLoss } from '../loss.js';
+import { type LostGrants, broadcastLoss } from '../loss.js';
 
 
 /** Host leases, ms, unless a request says otherwise (`ttl`). */
@@ -217,8 +217,8 @@ function giveBack(slot: number, abandoned: boolean): void {
  * onCompromised). The front door sets it in the threads that hold locks;
  * elsewhere (the lease keeper) the news goes out on the loss channel.
  */
-export type LossHook = (tableId: string, nodes: number[], reason: CompromiseReason, detail: string) => void;
-let lossHook: LossHook = (table, nodes, reason, detail) => broadcastLoss({ table, nodes, reason, detail });
+export type LossHook = (tableId: string, nodes: number[], reason: CompromiseReason, detail: string, grants: LostGrants) => void;
+let lossHook: LossHook = (table, nodes, reason, detail, grants) => broadcastLoss({ table, nodes, reason, detail, grants });
 export function onHostLoss(hook: LossHook): void {
   lossHook = hook;
 }
@@ -229,7 +229,7 @@ export function onHostLoss(hook: LossHook): void {
  * cannot be given back (or replaced) meanwhile.
  */
 export function renewOuter(q: RequestQueue, force: boolean): void {
-  let lost: { nodes: number[]; reason: CompromiseReason; detail: string } | undefined;
+  let lost: { nodes: number[]; tokens: number[]; reason: CompromiseReason; detail: string } | undefined;
   q.withLatch(() => {
     const w = q.pool.words, a = q.anchor;
     if (w[a + A_OUTER] !== OUTER_HELD || (w[a + A_OUTER_FLAGS] & OUTER_COMPROMISED) !== 0) return { value: undefined, action: 0 };
@@ -250,16 +250,14 @@ export function renewOuter(q: RequestQueue, force: boolean): void {
       return { value: undefined, action: 0 };
     }
     w[a + A_OUTER_FLAGS] |= OUTER_COMPROMISED;
-    const nodes: number[] = [];
-    for (let n = w[a + A_HELD]; n !== 0; n = w[nodeAt(q.pool, n - 1) + N_NEXT]) nodes.push(n - 1);
     // Taken before its lease ran out: a steal. After: the lease expired.
     const reason: CompromiseReason = r.lost === 'renew-failed' ? r.lost : expires > now ? 'stolen' : 'expired';
-    lost = { nodes, reason, detail: r.detail };
+    lost = { ...heldGrants(q.pool, a), reason, detail: r.detail };
     return { value: undefined, action: 0 };
   });
   if (lost !== undefined) {
     hostEvent('lost', q.name as string, { reason: lost.reason, detail: lost.detail });
-    lossHook(q.tableId, lost.nodes, lost.reason, lost.detail);
+    lossHook(q.tableId, lost.nodes, lost.reason, lost.detail, { slot: q.slot, gen: q.gen, tokens: lost.tokens });
   }
 }
 
