@@ -3,7 +3,7 @@
 import { describe, expect, test, vi } from 'vitest';
 import { threadId } from 'node:worker_threads';
 import { locks } from '../src/index.js';
-import type { LockInfo, LockRequestOptions } from '../src/index.js';
+import type { LockInfo } from '../src/index.js';
 import { deferred, hold, namer } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.

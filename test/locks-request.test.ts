@@ -4,7 +4,6 @@
 import { describe, expect, test, vi } from 'vitest';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Lock, locks } from '../src/index.js';
-import type { LockRequestOptions } from '../src/index.js';
 import { available, deferred, hold, namer, turns } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.

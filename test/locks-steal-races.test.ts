@@ -7,7 +7,7 @@
 // request (the stealer's lock was left held by nobody).
 import { describe, expect, test } from 'vitest';
 import { Worker } from 'node:worker_threads';
-import { locks } from '../src/index.js';
+import '../src/index.js'; // the process's tables, made in the main thread before any worker starts
 import { namer } from './locks-helpers.js';
 
 const uniqueName = namer('locks-steal-races');

@@ -2,7 +2,7 @@
 // web-platform-tests web-locks/steal.https.any.js and signal.tentative.https.any.js.
 import { describe, expect, test, vi } from 'vitest';
 import { locks } from '../src/index.js';
-import type { Lock, LockRequestOptions } from '../src/index.js';
+import type { Lock } from '../src/index.js';
 import { available, deferred, hold, namer, pendingOf, turns } from './locks-helpers.js';
 
 // A lock that is never granted should fail a test in seconds, not after the global minute.

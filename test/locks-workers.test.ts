@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { threadId, type Worker } from 'node:worker_threads';
 import { locks } from '../src/index.js';
-import type { Lock, LockInfo, LockRequestOptions } from '../src/index.js';
+import type { LockInfo } from '../src/index.js';
 import { control, exited, result, signalWord, start, until } from './helpers.js';
 import { deferred, hold, namer, turns } from './locks-helpers.js';
 

@@ -64,8 +64,11 @@ export interface OuterLock {
   release(q: RequestQueue): void;
 }
 
-/** Told when a steal released other requests' grants (their threads learn out of band). */
-/** `tokens[i]`: the token of the grant `nodes[i]` had (its node may be reused for another grant before the holder hears). */
+/**
+ * Told when a steal released other requests' grants (their threads learn
+ * out of band). `tokens[i]`: the token of the grant `nodes[i]` had (its node
+ * may be reused for another grant before the holder hears).
+ */
 export type StolenHook = (q: RequestQueue, nodes: number[], tokens: number[]) => void;
 
 let stolenHook: StolenHook = () => {};

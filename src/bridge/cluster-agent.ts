@@ -22,7 +22,7 @@ import { H_KEEPER, H_KEEPER_BELL, KEEPER_SERVING } from '../atomics/layout.js';
 import { LockTable } from '../atomics/table.js';
 import type { LockMode, RequestQueue } from '../atomics/queue.js';
 import {
-  A_HELD, A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN,
+  A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN,
   OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, heldGrants, ringOuterBell,
 } from '../atomics/queue-word.js';
 import {
@@ -106,16 +106,6 @@ function compromise(q: RequestQueue, name: string, token: number, detail: string
     table: q.tableId, nodes: found.nodes, reason: 'owner-changed', detail: `the PostgreSQL session that held it ended: ${detail}`,
     grants: { slot: q.slot, gen: q.gen, tokens: found.tokens },
   });
-}
-
-const queues = new Map<number, RequestQueue>();
-function queueAt(slot: number): RequestQueue {
-  let q = queues.get(slot);
-  if (q === undefined) {
-    for (const each of table.queues()) queues.set(each.slot, each);
-    q = queues.get(slot)!;
-  }
-  return q;
 }
 
 function reply(q: RequestQueue, seq: number, result: number, token = 0): void {
@@ -222,7 +212,6 @@ function run(q: RequestQueue, work: () => Promise<void>): void {
 
 function serve(poll: boolean): void {
   for (const q of table.queues()) {
-    queues.set(q.slot, q);
     const w = q.pool.words, a = q.anchor, seq = Atomics.load(w, a + A_OUTER_REQ), op = Atomics.load(w, a + A_OUTER_REQ_OP);
     if (seq !== 0 && handled.get(q.slot) !== seq && (op & OP_MASK) === OP_CANCEL) {
       // At once, whatever is on its way for the name: the requester waits for nothing else.

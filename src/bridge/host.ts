@@ -25,8 +25,8 @@ import type { Wait } from '../atomics/options.js';
 import { type LockMode, type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../atomics/queue.js';
 import { setOuterRecovery } from '../atomics/queue-recovery.js';
 import {
-  ABANDONED_NEXT, A_FLAGS, A_HEAD, A_HELD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_NODE, A_OUTER_TOKEN, A_OUTER_TTL,
-  A_OUTER_WAITERS, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, N_NEXT, OUTER_ACQUIRING, OUTER_COMPROMISED,
+  ABANDONED_NEXT, A_FLAGS, A_HEAD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_NODE, A_OUTER_TOKEN, A_OUTER_TTL,
+  A_OUTER_WAITERS, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, OUTER_ACQUIRING, OUTER_COMPROMISED,
   OUTER_HELD, OUTER_RELEASING, heldGrants, lingerDue, mayKeepOuter, nodeAt, stealerWaiting,
 } from '../atomics/queue-word.js';
 import { waitAsyncUntil, remaining } from '../atomics/wait.js';
