@@ -3,6 +3,8 @@
 //    told (onCompromised, lock.signal; request() rejects; a guard's unlock()
 //    throws ERR_LOCK_COMPROMISED) before anybody else gets in, and another
 //    process's waiting request is granted.
+//  - Its backend is frozen (SIGSTOP): the agent's heartbeat tells the holder
+//    within seconds, and the lock is free once the backend thaws.
 //  - The server restarts (LATCHKEY_PG_RESTART) while 3 processes hammer a
 //    name: no two holders ever overlap (a holder counts as holding until it
 //    was told), tokens keep increasing across the restart, and every
@@ -83,6 +85,34 @@ describe('cluster connection lost', () => {
     expect(g2.token).toBeGreaterThan(granted.token);
     expect(await holder.call('unlock', { key: 'h2' })).toMatchObject({ ok: true });
   }, 30_000);
+
+  test('the holder\'s backend frozen (SIGSTOP: no FIN, no RST, like a vanished server): told by the heartbeat within seconds; the lock is freed once it thaws', async () => {
+    const name = fresh('frozen');
+    const pg = await pgClient();
+    const [holder, waiter] = await Promise.all([clusterChild(), clusterChild()]);
+    const h = await holder.call('lock', { key: 'h', name });
+    expect(h).toMatchObject({ granted: true });
+    const { rows } = await pg.query<{ pid: number }>('SELECT backend_pid AS pid FROM latchkey_leases WHERE name = $1', [name]);
+    expect(rows).toHaveLength(1);
+    const backend = rows[0]!.pid;
+    process.kill(backend, 'SIGSTOP');
+    const frozenAt = hr();
+    try {
+      const told = await holder.next((m) => m.ev === 'compromised' && m.key === 'h', 15_000, 'onCompromised from the heartbeat');
+      expect(told.error).toMatchObject({ code: 'ERR_LOCK_COMPROMISED' });
+      const ms = Number(told.at - frozenAt) / 1e6;
+      console.log(`[frozen backend] holder told ${ms.toFixed(0)} ms after`);
+      expect(ms).toBeLessThan(12_000); // heartbeat every 2 s, lost when silent for 6 s
+      // The frozen backend still holds the advisory lock: nobody else may be in yet.
+      expect(await waiter.call('lock', { key: 'w0', name, opts: { ifAvailable: true } })).toMatchObject({ granted: false });
+    } finally {
+      process.kill(backend, 'SIGCONT');
+    }
+    // Thawed, it finds its client gone and ends: the lock is free.
+    expect(await waiter.call('lock', { key: 'w', name, opts: { timeout: 10_000 } }, 15_000)).toMatchObject({ granted: true });
+    expect(await waiter.call('unlock', { key: 'w' })).toMatchObject({ ok: true });
+    expect(await holder.call('unlock', { key: 'h' })).toMatchObject({ ok: false, error: { code: 'ERR_LOCK_COMPROMISED' } });
+  }, 40_000);
 
   test('pg_terminate_backend on a request() holder: its promise rejects ERR_LOCK_COMPROMISED, lock.signal aborts, onCompromised runs', async () => {
     const name = fresh('request');

@@ -9,9 +9,10 @@
  * whenever its doorbell rings. An acquisition that cannot be granted now
  * is tried again on a NOTIFY from a release, and every POLL_MS (a holder
  * that died ends its session without a notify). If the holding session is
- * lost (the server restarted, pg_terminate_backend, the network) every
- * lock it held is lost with it: their holders are told at once
- * (ERR_LOCK_COMPROMISED, onCompromised, lock.signal).
+ * lost (the server restarted, pg_terminate_backend, the network, or a
+ * heartbeat unanswered for 6 s while it holds locks), every lock it held
+ * is lost with it: their holders are told at once (ERR_LOCK_COMPROMISED,
+ * onCompromised, lock.signal).
  *
  * query() from any thread comes on the BroadcastChannel QUERY_CHANNEL.
  */
@@ -37,6 +38,9 @@ const debug = debuglog('latchkey');
 
 /** How often an acquisition nobody woke is tried again (a holder that died sends no NOTIFY). */
 export const POLL_MS = 200;
+/** While the session holds locks: a round trip every HEARTBEAT_MS, lost if silent for HEARTBEAT_TIMEOUT_MS (postgres.ts heartbeat()). */
+const HEARTBEAT_MS = 2_000;
+const HEARTBEAT_TIMEOUT_MS = 6_000;
 
 const table = clusterTable();
 const words = LockTable.unsafeExposeInternals(table).core.words;
@@ -246,6 +250,13 @@ queries.onmessage = (event) => {
 // This thread exists to wait: keep it alive while the process lives (the
 // main thread unref'd it, so it never keeps the process alive).
 setInterval(() => {}, 0x7fffffff);
+let beating = false;
+setInterval(() => {
+  const s = session;
+  if (beating || held.size === 0 || s === undefined || s.lost) return;
+  beating = true;
+  void s.heartbeat(HEARTBEAT_TIMEOUT_MS).finally(() => (beating = false));
+}, HEARTBEAT_MS);
 // Serving, and a grant never lingers: at exit a lingering grant's session
 // would end with its lease row left, and the next holder be told it died.
 Atomics.store(words, H_KEEPER, KEEPER_SERVING);

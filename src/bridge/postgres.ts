@@ -138,13 +138,15 @@ export class Session {
   #ready: Promise<void>;
   lost = false;
 
+  readonly #lose: (err: Error) => void;
+
   constructor(url: string, onLost: (err: Error) => void) {
     this.client = new pg.Client({ connectionString: url, application_name: 'latchkey', ...CLIENT_OPTIONS });
-    const lose = (err: Error) => {
+    const lose = (this.#lose = (err: Error) => {
       if (this.lost) return;
       this.lost = true;
       onLost(err);
-    };
+    });
     this.client.on('error', lose);
     this.client.on('end', () => lose(new Error('the connection to the server ended')));
     this.#ready = this.client.connect().then(async () => {
@@ -158,6 +160,29 @@ export class Session {
 
   ready(): Promise<void> {
     return this.#ready;
+  }
+
+  /**
+   * A round trip that must come back within `ms`. A server that vanished
+   * without a word (a crash, a partition, a frozen backend) is seen here
+   * in seconds, not when TCP gives up: the session counts as lost (its
+   * holders are told) and the connection is closed, so the server lets go
+   * of its locks as soon as it can.
+   */
+  async heartbeat(ms: number): Promise<void> {
+    await this.#ready;
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Connection lost: the server did not answer for ${ms} ms`)), ms);
+    });
+    try {
+      await Promise.race([this.client.query('SELECT 1'), silent]);
+    } catch (err) {
+      this.#lose(err as Error);
+      this.client.end().catch(() => {});
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async attempt(name: string, mode: LockMode, wait: boolean): Promise<TryResult> {
