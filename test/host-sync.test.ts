@@ -33,8 +33,9 @@ describe.each(['file', 'sqlite'] as const)('host lockSync (%s backend)', (backen
     expect(released).toMatchObject({ ok: true });
     const g = await s.next((m) => m.ev === 'granted' || m.ev === 'threw', 10_000, 'the worker\'s grant');
     expect(g).toMatchObject({ ev: 'granted', abandoned: false });
-    expect(g.at).toBeGreaterThan(released.at);
-    expect(msBetween(released.at, g.at)).toBeLessThan(1000);
+    // After the holder began to let go (its unlock() may return after the grant: a busy machine deschedules it).
+    expect(g.at).toBeGreaterThan(released.t0);
+    expect(msBetween(released.t0, g.at)).toBeLessThan(1000);
     expect(g.token).toBeGreaterThan(h.token);
     const unlocked = await s.next((m) => m.ev === 'unlocked');
     // Given back: the other process takes it again (a waiting request: an idle
