@@ -255,7 +255,7 @@ setInterval(() => {
   const s = session;
   if (beating || held.size === 0 || s === undefined || s.lost) return;
   beating = true;
-  void s.heartbeat(HEARTBEAT_TIMEOUT_MS).finally(() => (beating = false));
+  s.heartbeat(HEARTBEAT_TIMEOUT_MS).catch(() => {}).finally(() => (beating = false)); // a session that never connected: lost already
 }, HEARTBEAT_MS);
 // Serving, and a grant never lingers: at exit a lingering grant's session
 // would end with its lease row left, and the next holder be told it died.

@@ -100,8 +100,9 @@ END $$;
  */
 /**
  * Every connection's: give up connecting after 3 s; TCP keepalive probes
- * from 5 s of silence (the OS default waits 2 hours), so a server that
- * vanished without a word (a crash, a partition) is found in minutes.
+ * from 5 s of silence (the OS default waits 2 hours), so a connection to a
+ * server that vanished without a word is dropped in minutes. While locks
+ * are held, Session.heartbeat() finds it in seconds.
  */
 export const CLIENT_OPTIONS = { connectionTimeoutMillis: 3000, keepAlive: true, keepAliveInitialDelayMillis: 5000 } as const;
 
