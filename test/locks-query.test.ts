@@ -11,7 +11,7 @@ vi.setConfig({ testTimeout: 10_000 });
 
 const uniqueName = namer('locks-query');
 
-const only = (list: LockInfo[], names: string[]) => list.filter((l) => names.includes(l.name));
+const named = (list: LockInfo[], names: string[]) => list.filter((l) => names.includes(l.name));
 const myClientId = `${process.pid}:${threadId}`;
 
 describe('locks.query()', () => {
@@ -26,7 +26,7 @@ describe('locks.query()', () => {
   test('locks.query(): entries have name, mode and clientId', async () => {
     const name = uniqueName();
     const h = await hold(name);
-    const entries = only((await locks.query()).held, [name]);
+    const entries = named((await locks.query()).held, [name]);
     expect(entries).toHaveLength(1);
     expect(entries[0]).toEqual({ name, mode: 'exclusive', clientId: expect.any(String) });
     h.release();
@@ -36,7 +36,7 @@ describe('locks.query()', () => {
   test('locks.query(): reports individual held locks', async () => {
     const a = uniqueName('a'), b = uniqueName('b');
     const ha = await hold(a), hb = await hold(b, { mode: 'shared' });
-    const held = only((await locks.query()).held, [a, b]);
+    const held = named((await locks.query()).held, [a, b]);
     expect(held.map(({ name, mode }) => ({ name, mode }))).toEqual(expect.arrayContaining([
       { name: a, mode: 'exclusive' }, { name: b, mode: 'shared' },
     ]));
@@ -52,8 +52,8 @@ describe('locks.query()', () => {
     const modes = ['shared', 'exclusive', 'shared', 'shared', 'exclusive'] as const;
     const ps = modes.map((mode) => locks.request(name, { mode }, () => {}));
     const { held, pending } = await locks.query();
-    expect(only(held, [name]).map((l) => l.mode)).toEqual(['exclusive']);
-    expect(only(pending, [name]).map((l) => l.mode)).toEqual([...modes]);
+    expect(named(held, [name]).map((l) => l.mode)).toEqual(['exclusive']);
+    expect(named(pending, [name]).map((l) => l.mode)).toEqual([...modes]);
     h.release();
     await Promise.all(ps);
   });
@@ -68,8 +68,8 @@ describe('locks.query()', () => {
       locks.request(b, { mode: 'shared' }, () => {}),
     ];
     const { pending } = await locks.query();
-    expect(only(pending, [a]).map((l) => l.mode)).toEqual(['shared', 'exclusive']);
-    expect(only(pending, [b]).map((l) => l.mode)).toEqual(['exclusive', 'shared']);
+    expect(named(pending, [a]).map((l) => l.mode)).toEqual(['shared', 'exclusive']);
+    expect(named(pending, [b]).map((l) => l.mode)).toEqual(['exclusive', 'shared']);
     ha.release();
     hb.release();
     await Promise.all([...ps, ha.done, hb.done]);
@@ -78,7 +78,7 @@ describe('locks.query()', () => {
   test('locks.query(): every shared holder of a name is listed', async () => {
     const name = uniqueName();
     const hs = [await hold(name, { mode: 'shared' }), await hold(name, { mode: 'shared' }), await hold(name, { mode: 'shared' })];
-    const held = only((await locks.query()).held, [name]);
+    const held = named((await locks.query()).held, [name]);
     expect(held).toEqual([1, 2, 3].map(() => ({ name, mode: 'shared', clientId: myClientId })));
     for (const h of hs) h.release();
     await Promise.all(hs.map((h) => h.done));
@@ -89,7 +89,7 @@ describe('locks.query()', () => {
     const ha = await hold(a), hb = await hold(b, { mode: 'shared' });
     const p = locks.request(a, { mode: 'shared' }, () => {});
     const { held, pending } = await locks.query();
-    const ids = [...only(held, [a, b]), ...only(pending, [a, b])].map((l) => l.clientId);
+    const ids = [...named(held, [a, b]), ...named(pending, [a, b])].map((l) => l.clientId);
     expect(ids).toHaveLength(3);
     expect(new Set(ids)).toEqual(new Set([myClientId]));
     ha.release();
@@ -100,7 +100,7 @@ describe('locks.query()', () => {
   test('locks.query(): clientId is `${process.pid}:${threadId}` of the requesting thread', async () => {
     const name = uniqueName();
     const h = await hold(name);
-    const [entry] = only((await locks.query()).held, [name]);
+    const [entry] = named((await locks.query()).held, [name]);
     expect(entry.clientId).toBe(`${process.pid}:${threadId}`);
     h.release();
     await h.done;
@@ -110,7 +110,7 @@ describe('locks.query()', () => {
     const name = uniqueName();
     await locks.request(name, () => {});
     const { held, pending } = await locks.query();
-    expect(only([...held, ...pending], [name])).toEqual([]);
+    expect(named([...held, ...pending], [name])).toEqual([]);
   });
 
   test('locks.query(): a granted pending request moves from pending to held', async () => {
@@ -121,12 +121,12 @@ describe('locks.query()', () => {
       next.resolve();
       return until.promise;
     });
-    expect(only((await locks.query()).pending, [name])).toHaveLength(1);
+    expect(named((await locks.query()).pending, [name])).toHaveLength(1);
     h.release();
     await next.promise;
     const { held, pending } = await locks.query();
-    expect(only(held, [name]).map((l) => l.mode)).toEqual(['shared']);
-    expect(only(pending, [name])).toEqual([]);
+    expect(named(held, [name]).map((l) => l.mode)).toEqual(['shared']);
+    expect(named(pending, [name])).toEqual([]);
     until.resolve();
     await Promise.all([p, h.done]);
   });
@@ -134,15 +134,15 @@ describe('locks.query()', () => {
   test('locks.query(): a lock taken with lockSync() is listed as held', async () => {
     const name = uniqueName();
     const g = locks.lockSync(name, { mode: 'shared' })!;
-    expect(only((await locks.query()).held, [name])).toEqual([{ name, mode: 'shared', clientId: myClientId }]);
+    expect(named((await locks.query()).held, [name])).toEqual([{ name, mode: 'shared', clientId: myClientId }]);
     g.unlock();
-    expect(only((await locks.query()).held, [name])).toEqual([]);
+    expect(named((await locks.query()).held, [name])).toEqual([]);
   });
 
   test('locks.query(): names with lone surrogates and the empty string are reported as given', async () => {
     const names = ['', '\uD800', 'x\uDFFF'];
     const hs = await Promise.all(names.map((n) => hold(n)));
-    const held = only((await locks.query()).held, names);
+    const held = named((await locks.query()).held, names);
     expect(held.map((l) => l.name).sort()).toEqual([...names].sort());
     for (const h of hs) h.release();
     await Promise.all(hs.map((h) => h.done));
@@ -154,6 +154,6 @@ describe('locks.query()', () => {
     const state = await locks.query();
     h.release();
     await h.done;
-    expect(only(state.held, [name])).toHaveLength(1);
+    expect(named(state.held, [name])).toHaveLength(1);
   });
 });

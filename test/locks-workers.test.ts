@@ -12,7 +12,7 @@ vi.setConfig({ testTimeout: 10_000 });
 
 const uniqueName = namer('locks-workers');
 
-const only = (list: LockInfo[], name: string) => list.filter((l) => l.name === name);
+const named = (list: LockInfo[], name: string) => list.filter((l) => l.name === name);
 const mainClientId = `${process.pid}:${threadId}`;
 const clientIdOf = (w: Worker) => `${process.pid}:${w.threadId}`;
 
@@ -50,7 +50,7 @@ describe('locks.request() across worker threads', () => {
     signalWord(gate, 1); // everyone starts at once
     const done = await Promise.all(reports);
     const { held, pending } = await locks.query();
-    expect([...only(held, name), ...only(pending, name)]).toEqual([]);
+    expect([...named(held, name), ...named(pending, name)]).toEqual([]);
     const c = new Int32Array(counter);
     return { count: c[0], violations: c[2], mostReaders: c[5], granted: done.map((r) => r.granted) };
   }
@@ -80,7 +80,7 @@ describe('locks.request() across worker threads', () => {
     await until(r.ctl, 0, 1); // the worker's request() has returned: it is queued
     await turns();
     expect(Atomics.load(r.ctl, 1)).toBe(0);
-    expect(only((await locks.query()).pending, name)).toEqual([{ name, mode: 'exclusive', clientId: clientIdOf(r.w) }]);
+    expect(named((await locks.query()).pending, name)).toEqual([{ name, mode: 'exclusive', clientId: clientIdOf(r.w) }]);
     h.release();
     await h.done;
     await until(r.ctl, 1, 1);
@@ -110,7 +110,7 @@ describe('locks.request() across worker threads', () => {
     const name = uniqueName();
     const r = role({ role: 'hold', name, mode: 'shared' });
     await until(r.ctl, 1, 1);
-    const held = only((await locks.query()).held, name);
+    const held = named((await locks.query()).held, name);
     expect(held).toEqual([{ name, mode: 'shared', clientId: clientIdOf(r.w) }]);
     expect(held[0].clientId).not.toBe(mainClientId);
     r.release();
@@ -122,7 +122,7 @@ describe('locks.request() across worker threads', () => {
     const h = await hold(name, { mode: 'shared' });
     const r = role({ role: 'hold', name, mode: 'shared' });
     await until(r.ctl, 1, 1); // granted alongside the main thread's shared lock
-    const held = only((await locks.query()).held, name);
+    const held = named((await locks.query()).held, name);
     expect(held.map((l) => l.clientId)).toEqual([mainClientId, clientIdOf(r.w)]);
     expect(held.every((l) => l.mode === 'shared')).toBe(true);
     r.release();
@@ -136,7 +136,7 @@ describe('locks.request() across worker threads', () => {
     const r = role({ role: 'hold', name, mode: 'shared' });
     await until(r.ctl, 0, 1);
     const mine = locks.request(name, () => {});
-    const pending = only((await locks.query()).pending, name);
+    const pending = named((await locks.query()).pending, name);
     expect(pending).toEqual([
       { name, mode: 'shared', clientId: clientIdOf(r.w) },
       { name, mode: 'exclusive', clientId: mainClientId },
@@ -157,11 +157,11 @@ describe('locks.request() across worker threads', () => {
     const mine = locks.request(b, { signal: controller.signal }, () => 'never');
     const { held, pending } = await locks.query();
     const worker = clientIdOf(r.w);
-    expect([...only(held, a), ...only(held, b)]).toEqual([
+    expect([...named(held, a), ...named(held, b)]).toEqual([
       { name: a, mode: 'exclusive', clientId: mainClientId },
       { name: b, mode: 'exclusive', clientId: worker },
     ]);
-    expect([...only(pending, a), ...only(pending, b)]).toEqual([
+    expect([...named(pending, a), ...named(pending, b)]).toEqual([
       { name: a, mode: 'exclusive', clientId: worker },
       { name: b, mode: 'exclusive', clientId: mainClientId },
     ]);
@@ -186,7 +186,7 @@ describe('locks.request() across worker threads', () => {
     expect(got.abandoned).toBe(true);
     // Only the first grant after the death says so.
     expect(await locks.request(name, (l) => l!.abandoned)).toBe(false);
-    expect(only((await locks.query()).held, name)).toEqual([]);
+    expect(named((await locks.query()).held, name)).toEqual([]);
   });
 
   test('locks.request(): a lock whose holder was terminated with nobody waiting is free, and its next grant is abandoned', async () => {
@@ -194,7 +194,7 @@ describe('locks.request() across worker threads', () => {
     const r = role({ role: 'hold-blocking', name });
     await until(r.ctl, 1, 1);
     await r.w.terminate();
-    expect(only((await locks.query()).held, name)).toEqual([]);
+    expect(named((await locks.query()).held, name)).toEqual([]);
     expect(await locks.request(name, { ifAvailable: true }, (l) => l?.abandoned)).toBe(true);
   });
 
@@ -204,14 +204,14 @@ describe('locks.request() across worker threads', () => {
     const r = role({ role: 'hold', name });
     await until(r.ctl, 0, 1);
     const mine = locks.request(name, (l) => l!.abandoned);
-    expect(only((await locks.query()).pending, name).map((l) => l.clientId)).toEqual([clientIdOf(r.w), mainClientId]);
+    expect(named((await locks.query()).pending, name).map((l) => l.clientId)).toEqual([clientIdOf(r.w), mainClientId]);
     await r.w.terminate();
     expect(Atomics.load(r.ctl, 1)).toBe(0); // never granted
-    expect(only((await locks.query()).pending, name).map((l) => l.clientId)).toEqual([mainClientId]);
+    expect(named((await locks.query()).pending, name).map((l) => l.clientId)).toEqual([mainClientId]);
     h.release();
     expect(await mine).toBe(false); // the dead waiter never held it
     const { held, pending } = await locks.query();
-    expect([...only(held, name), ...only(pending, name)]).toEqual([]);
+    expect([...named(held, name), ...named(pending, name)]).toEqual([]);
   });
 
   test('locks.request(): a worker whose only work is awaiting a held lock stays alive until it is granted', async () => {
@@ -228,7 +228,7 @@ describe('locks.request() across worker threads', () => {
     // About time: a worker with nothing keeping its loop alive would exit within a few ms.
     await new Promise((r) => setTimeout(r, 100));
     expect(exitCode).toBeUndefined();
-    expect(only((await locks.query()).pending, name).map((l) => l.clientId)).toEqual([clientIdOf(w)]);
+    expect(named((await locks.query()).pending, name).map((l) => l.clientId)).toEqual([clientIdOf(w)]);
     h.release();
     expect(await report).toEqual({ granted: true });
     expect(await gone).toBe(0);
@@ -242,7 +242,7 @@ describe('locks.request() across worker threads', () => {
     await until(r.ctl, 3, 1); // the worker's request() rejected
     await until(r.ctl, 5, 1); // and its lock.signal aborted
     expect(Atomics.load(r.ctl, 4)).toBe(0); // while its callback still runs
-    expect(only((await locks.query()).held, name)).toEqual([{ name, mode: 'exclusive', clientId: mainClientId }]);
+    expect(named((await locks.query()).held, name)).toEqual([{ name, mode: 'exclusive', clientId: mainClientId }]);
     r.release();
     const { events } = await r.report;
     expect(events[0]).toBe('granted');
@@ -265,7 +265,7 @@ describe('locks.request() across worker threads', () => {
     const err = await outcome;
     expect(err instanceof DOMException && err.name === 'AbortError', String(err)).toBe(true);
     expect(await aborted.promise).toBe(err);
-    expect(only((await locks.query()).held, name)).toEqual([{ name, mode: 'exclusive', clientId: clientIdOf(r.w) }]);
+    expect(named((await locks.query()).held, name)).toEqual([{ name, mode: 'exclusive', clientId: clientIdOf(r.w) }]);
     h.release(); // the stolen callback ends: the worker keeps the lock
     await turns();
     expect(await locks.request(name, { ifAvailable: true }, (l) => l !== null)).toBe(false);
