@@ -11,7 +11,7 @@
  * `onCompromised` runs, and a request()'s promise rejects at once.
  */
 import { BroadcastChannel } from 'node:worker_threads';
-import type { QueueGrant, RequestQueue } from './atomics/queue.js';
+import type { QueueGrant, RequestQueue } from './atomics/queue/queue.js';
 import { LOSS_CHANNEL, type LossMessage, type LossReason, type LostGrants, broadcastLoss } from './loss.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
 import { acquireChannel, debug, observed, releaseChannel } from './observe.js';

@@ -5,18 +5,18 @@
  * `locks.lock()`/`locks.lockSync()`, the same locks as guards.
  *
  * Every name of a scope has one FIFO request queue in shared memory
- * (atomics/queue-word.ts): thread scope in a table of this process, host
+ * (atomics/queue/word.ts): thread scope in a table of this process, host
  * scope in the bridge's table, whose queues take a host lock before they
- * grant (bridge/host.ts).
+ * grant (bridge/host/host.ts).
  */
 import { threadId } from 'node:worker_threads';
 import { LockTable, createBuffer, shareWithProcess } from './atomics/table.js';
-import type { QueueGrant, QueueRequest, RequestQueue } from './atomics/queue.js';
+import type { QueueGrant, QueueRequest, RequestQueue } from './atomics/queue/queue.js';
 import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
-import { StaleQueue, onStolen } from './atomics/queue.js';
+import { StaleQueue, onStolen } from './atomics/queue/queue.js';
 import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard, announceLoss } from './lock-guard.js';
-import { hostQuery, hostQueue, hostTable, kDefaultTtl, onHostLoss } from './bridge/host.js';
-import { clusterQuery, clusterQueue, clusterTable } from './bridge/cluster.js';
+import { hostQuery, hostQueue, hostTable, kDefaultTtl, onHostLoss } from './bridge/host/host.js';
+import { clusterQuery, clusterQueue, clusterTable } from './bridge/cluster/cluster.js';
 import {
   ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
 } from './errors.js';
@@ -38,9 +38,9 @@ export interface LockRequestOptions {
   /**
    * Who the lock excludes. `'thread'`: the threads of this process.
    * `'host'`: every process of this machine (lock directory or SQLite
-   * database: bridge/host.ts). `'cluster'`: every process of every machine
+   * database: bridge/host/host.ts). `'cluster'`: every process of every machine
    * that reaches one PostgreSQL server, `LATCHKEY_PG_URL` (advisory locks:
-   * bridge/cluster.ts; no `steal`). The threads of one process share one
+   * bridge/cluster/cluster.ts; no `steal`). The threads of one process share one
    * host or cluster grant between them (cohorting), with the same
    * semantics. @default 'thread'
    */
@@ -105,7 +105,7 @@ function queueOf(scope: LockScope, key: string): RequestQueue {
 
 /**
  * Issue a request on `key`'s queue. A handle can go stale (its slot given
- * back to the table while this thread was not using it, queue-names.ts):
+ * back to the table while this thread was not using it, queue/names.ts):
  * the request is refused before anything is queued, and issued again on
  * the name looked up afresh.
  */
@@ -335,7 +335,7 @@ async function query(options?: { scope?: LockScope }): Promise<LockManagerSnapsh
   const table = threadScope();
   for (const s of table.stats()) {
     if (s.kind !== 'queue' || s.name === null) continue;
-    // Resolved afresh: a cached handle may be from before the name's slot was given back (queue-names.ts).
+    // Resolved afresh: a cached handle may be from before the name's slot was given back (queue/names.ts).
     const q = table.queue(s.name);
     queues.thread.set(s.name, q);
     const name = nameOfKey(s.name), snap = q.snapshot();

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { encodeName } from '../src/bridge/file-dir.js';
+import { encodeName } from '../src/bridge/host/file-dir.js';
 import { type Backend, Child, cleanup, freshDir, hostChild, hr, msBetween } from './fixtures/host-util.js';
 
 afterEach(cleanup);

@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { TOKEN_SPAN } from '../src/atomics/queue-word.js';
+import { TOKEN_SPAN } from '../src/atomics/queue/word.js';
 import { type Backend, cleanup, freshDir, readyChild } from './fixtures/host-util.js';
 
 afterEach(cleanup);

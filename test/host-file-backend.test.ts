@@ -6,7 +6,7 @@
 import { afterEach, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { FileBackend } from '../src/bridge/file.js';
+import { FileBackend } from '../src/bridge/host/file.js';
 import { me, monotonicMs } from '../src/bridge/identity.js';
 import { cleanup, freshDir } from './fixtures/host-util.js';
 

@@ -1,6 +1,6 @@
 // Web Locks puts no bound on the number of names over a program's life: a
 // lock manager keeps state only for names held or requested. latchkey's
-// tables give an idle name's slot back when they run short (queue-names.ts).
+// tables give an idle name's slot back when they run short (queue/names.ts).
 // A name is at most 128 UTF-8 bytes (a lone surrogate is stored escaped, 6).
 // Own file: the process-wide table is churned here.
 import { describe, expect, test, vi } from 'vitest';

@@ -9,7 +9,7 @@
 // T_RECOVERING for ever, its locks held).
 import { describe, expect, test } from 'vitest';
 import { Worker } from 'node:worker_threads';
-import * as Q from '../src/atomics/queue-word.js';
+import * as Q from '../src/atomics/queue/word.js';
 import { NODE_WORDS, T_DEAD_MARK, T_LIVE, T_RECOVERER, T_RECOVERING, nodeRegionOf, threadBase } from '../src/atomics/layout.js';
 import { recoverThread } from '../src/atomics/threads.js';
 import { LockTable, locks } from '../src/index.js';
@@ -57,7 +57,7 @@ describe('request-queue repair', () => {
     Q.settle(p, S, a, false, D2, []);
     expect(held()).toEqual([nW]);
     expect(w[a + Q.A_HELD_COUNT]).toBe(1);
-    // D's put-off recovery ends (queue-recovery.ts frees its nodes); W lets go; X is granted at once.
+    // D's put-off recovery ends (queue/recovery.ts frees its nodes); W lets go; X is granted at once.
     w[Q.nodeAt(p, nD) + Q.N_STATE] = Q.FREE;
     w[Q.nodeAt(p, nD) + Q.N_OWNER] = 0;
     Q.release(p, S, a, nW, false, W, []);

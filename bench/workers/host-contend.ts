@@ -9,13 +9,13 @@
 // every process), empty section, release. Every 8th wait is kept. The
 // intervals go to `out`.<thread> as float64 pairs for the parent's overlap
 // check; the reply is { ops, waits, backend } per thread: `backend` the
-// distinct host grants its locks came under (token ÷ 1000: queue-word.ts).
+// distinct host grants its locks came under (token ÷ 1000: queue/word.ts).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker, isMainThread, parentPort, threadId, workerData } from 'node:worker_threads';
 import * as lockfile from 'proper-lockfile';
 import { locks } from '../../src/index.js';
-import { FileBackend } from '../../src/bridge/file.js';
+import { FileBackend } from '../../src/bridge/host/file.js';
 import { me, monotonicMs } from '../../src/bridge/identity.js';
 
 interface Job { kind: string; dir: string; ms: number; out: string; goNs: string }

@@ -8,7 +8,7 @@ export interface WatchedTable {
   readonly words: Int32Array;
   readonly slots: number;
   readonly threads: number;
-  /** Request nodes (queue-word.ts), 0 for a table without request queues. */
+  /** Request nodes (queue/word.ts), 0 for a table without request queues. */
   readonly nodes: number;
   /** Identity (layout H_ID, H_ID2) as a string: the same in every thread. */
   readonly id: string;

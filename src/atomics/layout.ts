@@ -28,13 +28,13 @@
  *                  same id in one thread are one table (one registry entry)
  *   H_NODES        number of request nodes (0 for a table without request
  *                  queues): the first 2 × slots are the queues' anchors, two
- *                  per slot, the rest are requests (queue-word.ts draws them)
+ *                  per slot, the rest are requests (queue/word.ts draws them)
  *   H_FLAGS        TABLE_GATED: every queue of this table grants only under
- *                  an outer lock (the host tier's table, queue-word.ts)
- *   H_KEEPER       the host tier's lease keeper thread (bridge/keeper.ts):
+ *                  an outer lock (the host tier's table, queue/word.ts)
+ *   H_KEEPER       the host tier's lease keeper thread (bridge/helper-threads.ts):
  *                  KEEPER_* state; H_KEEPER_BELL its doorbell
  *   H_NAME_LATCH   a queue table's name latch; H_TOKEN_HWM (f64) the highest
- *                  token of a slot given back (queue-names.ts)
+ *                  token of a slot given back (queue/names.ts)
  *
  * Registry entry words (one per thread that has touched the table; the
  * entry's index + 1 is the thread's small id, `tid`, 1..MAX_THREADS):
@@ -65,7 +65,7 @@
  *   S_NAME_LEN     byte length of the name; -1 for a queue slot given back
  *   S_AUX          a primitive's fixed parameter (semaphore permits, barrier
  *                  parties), written once when the slot takes its kind; a
- *                  request queue's generation (queue-names.ts)
+ *                  request queue's generation (queue/names.ts)
  *   F_ACQUIRED …   float64 counters, at float64 index (slot word + n) / 2
  */
 
@@ -88,7 +88,7 @@ export const H_KEEPER = 11;
 export const H_KEEPER_BELL = 12;
 export const H_NAME_LATCH = 13;
 export const H_TOKEN_HWM = 14; // f64: 14-15
-/** H_KEEPER: none, being started, running (bridge/keeper.ts moves it on). */
+/** H_KEEPER: none, being started, running (bridge/helper-threads.ts moves it on). */
 export const KEEPER_NONE = 0;
 export const KEEPER_STARTING = 1;
 export const KEEPER_RUNNING = 2;
@@ -128,7 +128,7 @@ export const SLOT_BYTES = SLOT_WORDS * 4;
  * UNUSED → INDEXED) and never given back: a name keeps its slot for the
  * table's life, so a name resolved once can be cached by any thread forever.
  * The exception is a table of request queues, which gives idle queues'
- * slots back when it runs short, and checks generations (queue-names.ts).
+ * slots back when it runs short, and checks generations (queue/names.ts).
  */
 export const USE_UNUSED = 0;
 export const USE_CLAIMING = 1;
@@ -158,7 +158,7 @@ export const NAME_MAX = 128;
 export const kDefaultSlots = 4096;
 export const kDefaultThreads = 256;
 
-/** Words of one request node (queue-word.ts); a node is one cache line, as a slot is. */
+/** Words of one request node (queue/word.ts); a node is one cache line, as a slot is. */
 export const NODE_WORDS = 16;
 export const MAX_NODES = 1 << 20;
 

@@ -20,8 +20,8 @@ import { Condition } from './condition.js';
 import { Mutex } from './mutex.js';
 import { Once } from './once.js';
 import { RWLock } from './rwlock.js';
-import { RequestQueue } from './queue.js';
-import { TOMBSTONE, queueSlotOf, stillNamed } from './queue-names.js';
+import { RequestQueue } from './queue/queue.js';
+import { TOMBSTONE, queueSlotOf, stillNamed } from './queue/names.js';
 import { MAX_PERMITS, Semaphore } from './semaphore.js';
 import { kindOps } from './kinds.js';
 import { checkInteger } from './options.js';
@@ -144,9 +144,9 @@ export function validate(buffer: unknown): Int32Array {
 
 export class LockTable {
   readonly #core: TableCore;
-  /** Names this thread has resolved: a name never changes slot, so this never goes stale (a queue table's: queue-names.ts). */
+  /** Names this thread has resolved: a name never changes slot, so this never goes stale (a queue table's: queue/names.ts). */
   readonly #names = new Map<string, number>();
-  /** A queue table's names: the generation each slot had when the name was found (queue-names.ts). */
+  /** A queue table's names: the generation each slot had when the name was found (queue/names.ts). */
   readonly #gens = new Map<string, number>();
   readonly #scratch = new Uint8Array(NAME_MAX);
   readonly #queues: Array<RequestQueue | undefined> = [];
@@ -356,7 +356,7 @@ export class LockTable {
   #slotOf(name: string, create: boolean): number {
     const cached = this.#names.get(name);
     if (cached !== undefined) {
-      // A queue table's slot may have been given back since (queue-names.ts).
+      // A queue table's slot may have been given back since (queue/names.ts).
       if (this.#core.nodes === 0 || stillNamed(this.#core, cached, this.#gens.get(name)!)) return cached;
       this.forget(name);
     }
@@ -369,7 +369,7 @@ export class LockTable {
     if (this.#core.nodes > 0) {
       const found = queueSlotOf(this.#core, scratch, length, hash, create);
       if (found === null) return -1;
-      // A queue table's names come and go (queue-names.ts): remember a bounded number of them.
+      // A queue table's names come and go (queue/names.ts): remember a bounded number of them.
       if (this.#names.size >= 2 * this.#core.slots) {
         this.#names.clear();
         this.#gens.clear();

@@ -1,19 +1,19 @@
 /**
  * The hot locks: the names with the most host grants, read from the
- * backend's storage, since the Backend interface (bridge/backend.ts) has
+ * backend's storage, since the Backend interface (bridge/host/backend.ts) has
  * no call for it. Every host grant of a name takes the name's last token
  * + 1, from 1, so the last token is the number of host grants so far (one
  * host grant covers every local grant a process's threads pass among
- * themselves under it: bridge/host.ts, cohorting).
+ * themselves under it: bridge/host/host.ts, cohorting).
  *
  *   file    <dir>/<encoded name>/seq: float64s, the first the last token
- *           (bridge/file.ts, SEQ_TOKEN); the full name in `name` beside it
- *   sqlite  the `names` table: name, token (bridge/sqlite.ts)
+ *           (bridge/host/file.ts, SEQ_TOKEN); the full name in `name` beside it
+ *   sqlite  the `names` table: name, token (bridge/host/sqlite.ts)
  */
 import { closeSync, constants, openSync, readSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { nameIn } from '../bridge/file-dir.js';
+import { nameIn } from '../bridge/host/file-dir.js';
 import { decodeName } from './names.js';
 
 export interface HotLock {

@@ -20,7 +20,7 @@
 import { parseArgs } from 'node:util';
 import type { LockGuard, LockMode, LockScope } from '../lock-guard.js';
 import { locks } from '../locks.js';
-import { hostBackend } from '../bridge/host.js';
+import { hostBackend } from '../bridge/host/host.js';
 import { type OptionSpecs, CliError, parseCommand, parseInteger, parseSeconds, printHelp, usage } from './args.js';
 import { type Running, catchSignals, forward, start, statusOf } from './child.js';
 import {

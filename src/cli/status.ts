@@ -1,13 +1,13 @@
 /**
  * `latchkey status`: the host-scope locks of this machine, held and waited
- * for, as the backend records them (bridge/host.ts hostBackend().query()),
+ * for, as the backend records them (bridge/host/host.ts hostBackend().query()),
  * and the hot locks (hot.ts). A plain table, or JSON with --json.
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { HostLockEntry } from '../bridge/backend.js';
-import { defaultDir } from '../bridge/file-dir.js';
-import { hostBackend } from '../bridge/host.js';
+import type { HostLockEntry } from '../bridge/host/backend.js';
+import { defaultDir } from '../bridge/host/file-dir.js';
+import { hostBackend } from '../bridge/host/host.js';
 import { type OptionSpecs, CliError, parseCommand, parseInteger, printHelp, usage } from './args.js';
 import { EXIT_CODES_HELP, EXIT_UNAVAILABLE } from './exit-codes.js';
 import { type HotLock, hotLocks } from './hot.js';

@@ -60,7 +60,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
 import { locks } from '../locks.js';
 import type { LockScope } from '../lock-guard.js';
-import { defaultDir, openLockDir, ownDir } from '../bridge/file-dir.js';
+import { defaultDir, openLockDir, ownDir } from '../bridge/host/file-dir.js';
 import { ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_OUT_OF_RANGE } from '../errors.js';
 
 export interface GuardedCacheOptions {
@@ -309,7 +309,7 @@ export class GuardedCache<V> {
   }
 
   #open(): Promise<void> {
-    // The lock directory's rules (bridge/file-dir.ts): ours, 0700, not a symlink.
+    // The lock directory's rules (bridge/host/file-dir.ts): ours, 0700, not a symlink.
     this.#ready ??= (async () => {
       ownDir(join(openLockDir(this.#base), 'cache'));
       ownDir(this.dir);

@@ -1,27 +1,27 @@
 /**
- * RequestQueue: one name's queue of lock requests (queue-word.ts owns the
+ * RequestQueue: one name's queue of lock requests (queue/word.ts owns the
  * words), driven here by a blocking and an async waiter that share one
  * protocol. locks.ts builds the Web Locks front door on it; the bridge makes
  * a gated queue's outer lock (the host tier).
  */
 import { threadId } from 'node:worker_threads';
-import type { TableCore } from './core.js';
-import { cycleThrough } from './deadlock.js';
-import { defineKind } from './kinds.js';
-import { KIND_QUEUE, T_WAIT_SLOT, nodeRegionOf, threadBase } from './layout.js';
-import type { Wait } from './options.js';
+import type { TableCore } from '../core.js';
+import { cycleThrough } from '../deadlock.js';
+import { defineKind } from '../kinds.js';
+import { KIND_QUEUE, T_WAIT_SLOT, nodeRegionOf, threadBase } from '../layout.js';
+import type { Wait } from '../options.js';
 import {
   ACT_RELEASE_OUTER, A_HEAD, A_HELD, ENQ_UNAVAILABLE, ESCALATE, GRANTED, GRANT_ABANDONED, IF_AVAILABLE,
   MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_CLIENT, N_GRANT, N_MODE, N_NEXT, N_OWNER, N_STATE, N_TOKEN, N_TTL,
   type NodePool, PENDING, STEAL, STOLEN, type Wakes, allocNode, anchorOf, cancel, enqueue, escalatorStandsDown, freeNode,
   latch, latchWord, nodeAt, outerGranted, outerKept, outerReleased, poolOf, recordWait, release, snapshot, tryGrant, unlatch, wake,
-} from './queue-word.js';
-import './queue-recovery.js';
-import { relax, remaining, waitAsyncUntil } from './wait.js';
-import { finishDeferred, recoveriesDeferred } from './threads.js';
-import { StaleQueue, stillNamed } from './queue-names.js';
+} from './word.js';
+import './recovery.js';
+import { relax, remaining, waitAsyncUntil } from '../wait.js';
+import { finishDeferred, recoveriesDeferred } from '../threads.js';
+import { StaleQueue, stillNamed } from './names.js';
 export { StaleQueue };
-import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../../errors.js';
 
 export type LockMode = 'exclusive' | 'shared';
 
@@ -105,7 +105,7 @@ export class RequestQueue {
   readonly name: string | number;
   readonly gated: boolean;
 
-  /** The slot's generation this handle was made for (queue-names.ts): a slot given back invalidates it. */
+  /** The slot's generation this handle was made for (queue/names.ts): a slot given back invalidates it. */
   readonly gen: number;
 
   /** @internal Use `table.queue(name)`. */

@@ -1,19 +1,19 @@
 /**
- * The lease keeper, worker side (keeper.ts starts it). Every KEEPER_TICK_MS,
+ * The lease keeper, worker side (helper-threads.ts starts it). Every KEEPER_TICK_MS,
  * and whenever its doorbell rings, it goes through the host table:
  * - a name whose host lock this process holds: renew the lease once a third
  *   of it is gone (host.ts renewOuter), and watch the backend, so that a
  *   steal or a takeover is noticed at once, not at the next renewal;
  * - a name an escalator waits on: watch the backend and ring the name's
  *   outer bell on every change, so the escalator retries at once;
- * - a host lock that lingers (held, serving nobody: queue-word.ts
+ * - a host lock that lingers (held, serving nobody: queue/word.ts
  *   LINGER_MS): give it back once it has lingered long enough.
  * Names nobody holds or waits on are unwatched.
  */
-import { H_KEEPER, H_KEEPER_BELL, KEEPER_RUNNING } from '../atomics/layout.js';
-import { LockTable } from '../atomics/table.js';
-import { A_OUTER_IDLE, LINGER_MS, lingerDue, ringOuterBell } from '../atomics/queue-word.js';
-import type { RequestQueue } from '../atomics/queue.js';
+import { H_KEEPER, H_KEEPER_BELL, KEEPER_RUNNING } from '../../atomics/layout.js';
+import { LockTable } from '../../atomics/table.js';
+import { A_OUTER_IDLE, LINGER_MS, lingerDue, ringOuterBell } from '../../atomics/queue/word.js';
+import type { RequestQueue } from '../../atomics/queue/queue.js';
 import { hostBackend, hostQueues, hostTable, renewOuter } from './host.js';
 
 /** How often the keeper looks, at the least: a lease is renewed when a third of it is gone, and the shortest is 250 ms. */

@@ -83,14 +83,14 @@
  * A host-scope token is A_OUTER_TOKEN × TOKEN_SPAN + passes: strictly
  * increasing per name, with or without a round trip.
  */
-import type { TableCore, WatchedTable } from './core.js';
+import type { TableCore, WatchedTable } from '../core.js';
 import {
   F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_KEEPER, H_KEEPER_BELL, KEEPER_RUNNING, NODE_WORDS, S_BELL,
   S_STATE, T_LIVE, T_RECOVERING, slotBase, threadBase,
-} from './layout.js';
-import { SpinWait } from './wait.js';
-import { finishDeferred, recoverIfGone, recoveriesDeferred } from './threads.js';
-import { ERR_LOCK_TABLE_FULL } from '../errors.js';
+} from '../layout.js';
+import { SpinWait } from '../wait.js';
+import { finishDeferred, recoverIfGone, recoveriesDeferred } from '../threads.js';
+import { ERR_LOCK_TABLE_FULL } from '../../errors.js';
 
 // --- the latch -------------------------------------------------------------
 
@@ -196,7 +196,7 @@ export const A_BUDGET_BASE = 23;
 export const A_OUTER_IDLE = 24;
 /**
  * 26-31: a mailbox between the outer lock's actor and a thread that does
- * its I/O for it (the cluster agent, bridge/cluster.ts): request number and
+ * its I/O for it (the cluster agent, bridge/cluster/cluster.ts): request number and
  * op, reply number, result and token (f64). The outer lock owns their meaning.
  */
 export const A_OUTER_REQ = 26;

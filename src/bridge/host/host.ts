@@ -1,7 +1,7 @@
 /**
  * The host tier: locks shared by every process of a machine, reached
  * through this process's host table (a gated request-queue table,
- * atomics/queue-word.ts). A request first queues among the threads of its
+ * atomics/queue/word.ts). A request first queues among the threads of its
  * process; only the head of a name's queue talks to the backend (the
  * escalator, below), and once the process holds the host lock it passes
  * among the process's requests without a round trip, up to the cohort
@@ -13,31 +13,31 @@
  *                     the SQLite database is <dir>/locks.db
  *
  * Waiting for another process: the escalator makes an attempt, then sleeps
- * on the name's outer bell (slot S_BELL) until the lease keeper (keeper.ts),
+ * on the name's outer bell (slot S_BELL) until the lease keeper (keeper-thread.ts),
  * which watches the backend, rings it on a change, or until the backend's
  * retryAt (a lease running out, a liveness poll), or its deadline.
  */
 import { isMainThread } from 'node:worker_threads';
 import { join } from 'node:path';
-import { LockTable, createBuffer, shareWithProcess } from '../atomics/table.js';
-import { H_KEEPER_BELL, H_NAMED, S_BELL, TABLE_GATED, slotBase } from '../atomics/layout.js';
-import type { Wait } from '../atomics/options.js';
-import { type LockMode, type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../atomics/queue.js';
-import { setOuterRecovery } from '../atomics/queue-recovery.js';
+import { LockTable, createBuffer, shareWithProcess } from '../../atomics/table.js';
+import { H_KEEPER_BELL, H_NAMED, S_BELL, TABLE_GATED, slotBase } from '../../atomics/layout.js';
+import type { Wait } from '../../atomics/options.js';
+import { type LockMode, type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../../atomics/queue/queue.js';
+import { setOuterRecovery } from '../../atomics/queue/recovery.js';
 import {
   ABANDONED_NEXT, A_FLAGS, A_HEAD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_NODE, A_OUTER_TOKEN, A_OUTER_TTL,
   A_OUTER_WAITERS, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, OUTER_ACQUIRING, OUTER_COMPROMISED,
   OUTER_HELD, OUTER_RELEASING, heldGrants, lingerDue, mayKeepOuter, nodeAt, stealerWaiting,
-} from '../atomics/queue-word.js';
-import { waitAsyncUntil, remaining } from '../atomics/wait.js';
+} from '../../atomics/queue/word.js';
+import { waitAsyncUntil, remaining } from '../../atomics/wait.js';
 import type { Attempt, Backend, CompromiseReason, HostLockEntry, Renewal } from './backend.js';
 import { FileBackend } from './file.js';
 import { SqliteBackend } from './sqlite.js';
-import { me, monotonicMs, wallClock } from './identity.js';
-import { HOST_TABLE_KEY, ensureKeeper } from './keeper.js';
-import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
-import { debug, hostEvent } from '../observe.js';
-import { type LostGrants, broadcastLoss } from '../loss.js';
+import { me, monotonicMs, wallClock } from '../identity.js';
+import { HOST_TABLE_KEY, ensureKeeper } from '../helper-threads.js';
+import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../../errors.js';
+import { debug, hostEvent } from '../../observe.js';
+import { type LostGrants, broadcastLoss } from '../../loss.js';
 
 
 /** Host leases, ms, unless a request says otherwise (`ttl`). */
@@ -210,7 +210,7 @@ function giveBack(slot: number, abandoned: boolean): void {
   void b.release(name, null, abandoned);
 }
 
-// --- the lease keeper's work (keeper.ts runs it in its own thread) ---------------
+// --- the lease keeper's work (keeper-thread.ts runs it in its own thread) ---------------
 
 /**
  * Loss of host grants, told to their holders (signals, promises,

@@ -6,9 +6,9 @@
  *
  * No requesting thread talks to the server: PostgreSQL's advisory locks
  * belong to a session, and a session to one connection, so the process's
- * connections live in one thread, the cluster agent (cluster-agent.ts,
- * started by keeper.ts). The head of a name's queue posts its request in
- * the name's mailbox (queue-word.ts A_OUTER_REQ …) and sleeps on the outer
+ * connections live in one thread, the cluster agent (cluster/agent.ts,
+ * started by helper-threads.ts). The head of a name's queue posts its request in
+ * the name's mailbox (queue/word.ts A_OUTER_REQ …) and sleeps on the outer
  * bell; the agent answers there. A blocking lockSync() works the same way.
  *
  * Mailbox: the requester writes A_OUTER_REQ_OP, then A_OUTER_REQ (its
@@ -19,20 +19,20 @@
  */
 import { debuglog } from 'node:util';
 import { BroadcastChannel, isMainThread, threadId } from 'node:worker_threads';
-import type { HostLockEntry } from './backend.js';
-import { LockTable, createBuffer, shareWithProcess } from '../atomics/table.js';
-import { H_KEEPER_BELL, H_NAMED, S_BELL, TABLE_GATED, slotBase } from '../atomics/layout.js';
-import { type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../atomics/queue.js';
-import { setOuterRecovery } from '../atomics/queue-recovery.js';
+import type { HostLockEntry } from '../host/backend.js';
+import { LockTable, createBuffer, shareWithProcess } from '../../atomics/table.js';
+import { H_KEEPER_BELL, H_NAMED, S_BELL, TABLE_GATED, slotBase } from '../../atomics/layout.js';
+import { type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../../atomics/queue/queue.js';
+import { setOuterRecovery } from '../../atomics/queue/recovery.js';
 import {
   ABANDONED_NEXT, A_FLAGS, A_HEAD, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN,
   A_OUTER_REQ, A_OUTER_REQ_OP, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, OUTER_COMPROMISED, mayKeepOuter, nodeAt,
-} from '../atomics/queue-word.js';
-import { remaining, waitAsyncUntil } from '../atomics/wait.js';
-import type { Wait } from '../atomics/options.js';
-import type { LockMode } from '../atomics/queue.js';
-import { CLUSTER_TABLE_KEY, ensureKeeper } from './keeper.js';
-import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+} from '../../atomics/queue/word.js';
+import { remaining, waitAsyncUntil } from '../../atomics/wait.js';
+import type { Wait } from '../../atomics/options.js';
+import type { LockMode } from '../../atomics/queue/queue.js';
+import { CLUSTER_TABLE_KEY, ensureKeeper } from '../helper-threads.js';
+import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../../errors.js';
 
 const debug = debuglog('latchkey');
 
@@ -58,7 +58,7 @@ export const RES_DIED = 1 << 4;
 export const RES_ERROR = 8;
 export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query'] as const;
 
-/** The BroadcastChannel of query() requests (cluster-agent.ts answers). */
+/** The BroadcastChannel of query() requests (cluster/agent.ts answers). */
 export const QUERY_CHANNEL = 'latchkey:cluster-query';
 const QUERY_MS = 10_000;
 /** How long process exit waits for the agent's last releases. */

@@ -1,6 +1,6 @@
 /**
  * The cluster tier's PostgreSQL side: the schema, and the session that
- * holds a process's cluster locks (cluster-agent.ts owns it; no other
+ * holds a process's cluster locks (cluster/agent.ts owns it; no other
  * thread talks to the server).
  *
  * Exclusion comes from PostgreSQL itself: a session-level advisory lock on
@@ -28,9 +28,9 @@
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import type { LockMode } from '../atomics/queue.js';
-import type { HostLockEntry } from './backend.js';
-import { me } from './identity.js';
+import type { LockMode } from '../../atomics/queue/queue.js';
+import type { HostLockEntry } from '../host/backend.js';
+import { me } from '../identity.js';
 
 /** The 64-bit advisory lock key of a name, as PostgreSQL's bigint text. */
 export function keyOf(name: string): string {

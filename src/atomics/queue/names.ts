@@ -23,17 +23,17 @@
  * keeps the highest token of every slot given back (H_TOKEN_HWM) and a
  * reused or fresh slot starts above it: tokens still increase per name.
  */
-import type { TableCore, WatchedTable } from './core.js';
+import type { TableCore, WatchedTable } from '../core.js';
 import {
   F_ACQUIRED, H_NAMED, H_NAME_LATCH, H_TOKEN_HWM, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_AUX, S_NAME_HASH,
   S_NAME_LEN, S_STATE, S_USE, SLOT_WORDS, USE_CLAIMING, USE_NAMED, USE_REACH_MASK, USE_UNUSED, nameOffset, nodeRegionOf, slotBase,
-} from './layout.js';
+} from '../layout.js';
 import {
   A_HEAD, A_HELD, A_OUTER, A_OUTER_IDLE, A_OUTER_REP, A_OUTER_REQ, A_OUTER_WAITERS, A_TOKEN, LATCH_OWNER, LATCH_STALE_MS,
   OUTER_NONE, anchorOf, latch, poolOf, unlatch,
-} from './queue-word.js';
-import { finishDeferred, recoverIfGone, recoveriesDeferred } from './threads.js';
-import { ERR_LOCK_TABLE_FULL } from '../errors.js';
+} from './word.js';
+import { finishDeferred, recoverIfGone, recoveriesDeferred } from '../threads.js';
+import { ERR_LOCK_TABLE_FULL } from '../../errors.js';
 
 export const TOMBSTONE = -1;
 /** Give idle slots back once this share of the table holds names. */

@@ -5,7 +5,7 @@
  * the process holds and watches the backend for the names its threads wait
  * on, so that neither depends on any holder's event loop (a thread blocked
  * in its critical section keeps its lease). For the cluster table, the
- * cluster agent (cluster-agent.ts) owns the process's PostgreSQL
+ * cluster agent (cluster/agent.ts) owns the process's PostgreSQL
  * connections and does every query on them.
  *
  * Only the main thread starts them: a worker's workers die with that
@@ -27,7 +27,7 @@ const debug = debuglog('latchkey');
 export const HOST_TABLE_KEY = 'latchkey:host-table';
 /** …and its cluster table. */
 export const CLUSTER_TABLE_KEY = 'latchkey:cluster-table';
-const scripts: Record<string, string> = { [HOST_TABLE_KEY]: './keeper-thread.js', [CLUSTER_TABLE_KEY]: './cluster-agent.js' };
+const scripts: Record<string, string> = { [HOST_TABLE_KEY]: './host/keeper-thread.js', [CLUSTER_TABLE_KEY]: './cluster/agent.js' };
 const CHANNEL = 'latchkey:keeper';
 const running = new Map<string, Worker>();
 
@@ -57,7 +57,7 @@ function start(key: string, w: Int32Array): void {
     Atomics.store(w, H_KEEPER, KEEPER_NONE);
     // What lingered for it to give back goes now; the next grant starts another.
     if (key === HOST_TABLE_KEY) {
-      void import('./host.js').then((host) => host.releaseLingering()).catch((err: Error) => debug('%s', err.message));
+      void import('./host/host.js').then((host) => host.releaseLingering()).catch((err: Error) => debug('%s', err.message));
     }
   });
 }

@@ -36,12 +36,12 @@
 import { closeSync, constants, lstatSync, mkdirSync, openSync, utimesSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import type { LockMode } from '../atomics/queue.js';
+import type { LockMode } from '../../atomics/queue/queue.js';
 import type { Attempt, AttemptRequest, Backend, HostLockEntry, Renewal } from './backend.js';
 import { HEIR_STALE_MS, HOST_FAIR_MS, POLL_MS } from './file.js';
 import { checkDir, encodeName, openLockDir } from './file-dir.js';
-import { me, monotonicMs, provablyDead, wallClock } from './identity.js';
-import { ERR_LOCK_BACKEND } from '../errors.js';
+import { me, monotonicMs, provablyDead, wallClock } from '../identity.js';
+import { ERR_LOCK_BACKEND } from '../../errors.js';
 
 const SCHEMA = 1;
 const ABANDONED = 1;

@@ -39,11 +39,11 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import type { LockMode } from '../atomics/queue.js';
+import type { LockMode } from '../../atomics/queue/queue.js';
 import type { Attempt, AttemptRequest, Backend, HostLockEntry, Renewal } from './backend.js';
 import { nameIn, openLockDir, openNameDir, unlinkQuiet } from './file-dir.js';
-import { type Owner, me, monotonicMs, provablyDead, wallClock } from './identity.js';
-import { ERR_LOCK_BACKEND } from '../errors.js';
+import { type Owner, me, monotonicMs, provablyDead, wallClock } from '../identity.js';
+import { ERR_LOCK_BACKEND } from '../../errors.js';
 
 export const RECORD_BYTES = 512;
 /** A waiter that has waited this long claims `heir` and goes next (the thread tier's FAIR_MS, across processes). */

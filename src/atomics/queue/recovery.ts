@@ -1,5 +1,5 @@
 /**
- * Recovery of a dead thread's requests (queue-word.ts). Runs once per table
+ * Recovery of a dead thread's requests (queue/word.ts). Runs once per table
  * from threads.ts, after the thread has stopped (or from its own exit hook):
  * every queue the thread had a node in, or whose latch it held, is repaired
  * under its latch, taken on the dead thread's behalf. The dead thread's
@@ -11,17 +11,17 @@
  * the dead thread was in the middle of fetching or returning it, or when
  * its death left the outer lock with nobody to use it.
  */
-import type { WatchedTable } from './core.js';
-import { defineTableRecovery } from './kinds.js';
-import { H_FLAGS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_USE, TABLE_GATED, nodeRegionOf, slotBase } from './layout.js';
+import type { WatchedTable } from '../core.js';
+import { defineTableRecovery } from '../kinds.js';
+import { H_FLAGS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_USE, TABLE_GATED, nodeRegionOf, slotBase } from '../layout.js';
 import {
   ACT_RELEASE_OUTER, A_OUTER, A_OUTER_ACTOR, A_OUTER_FLAGS, A_OUTER_NODE, FREE, LATCH_OWNER, N_OWNER, N_STATE,
   type NodePool, OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, anchorOf, latchWord, nodeAt, nodesOf, poolOf, repair,
   forgetKeptNodes, settle, unlatch, wakeAll,
-} from './queue-word.js';
+} from './word.js';
 import { debuglog } from 'node:util';
-import { recoverIfGone } from './threads.js';
-import { recoverNameLatch } from './queue-names.js';
+import { recoverIfGone } from '../threads.js';
+import { recoverNameLatch } from './names.js';
 
 const debug = debuglog('latchkey');
 

@@ -20,7 +20,7 @@ import { constants, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rm
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { ERR_LOCK_BACKEND } from '../errors.js';
+import { ERR_LOCK_BACKEND } from '../../errors.js';
 
 export function defaultDir(): string {
   return join(tmpdir(), `latchkey-${process.getuid?.() ?? 'user'}`);

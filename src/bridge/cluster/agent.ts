@@ -1,5 +1,5 @@
 /**
- * The cluster agent, worker side (keeper.ts starts it): the one thread of
+ * The cluster agent, worker side (helper-threads.ts starts it): the one thread of
  * the process that talks to PostgreSQL, on two connections whatever the
  * number of locks its threads take: a session that holds the process's
  * advisory locks and makes every attempt and release (postgres.ts), and
@@ -19,20 +19,20 @@
 import { debuglog } from 'node:util';
 import { BroadcastChannel } from 'node:worker_threads';
 import pg from 'pg';
-import { H_KEEPER, H_KEEPER_BELL, KEEPER_SERVING } from '../atomics/layout.js';
-import { LockTable } from '../atomics/table.js';
-import type { LockMode, RequestQueue } from '../atomics/queue.js';
+import { H_KEEPER, H_KEEPER_BELL, KEEPER_SERVING } from '../../atomics/layout.js';
+import { LockTable } from '../../atomics/table.js';
+import type { LockMode, RequestQueue } from '../../atomics/queue/queue.js';
 import {
   A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN,
   OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, heldGrants, ringOuterBell,
-} from '../atomics/queue-word.js';
+} from '../../atomics/queue/word.js';
 import {
   ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,
   QUERY_CHANNEL, RES_DIED, RES_ERROR, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, clusterTable, clusterUrl,
 } from './cluster.js';
 import { CLIENT_OPTIONS, Session, kindOf } from './postgres.js';
-import { broadcastLoss } from '../loss.js';
-import { hostEvent } from '../observe.js';
+import { broadcastLoss } from '../../loss.js';
+import { hostEvent } from '../../observe.js';
 
 const debug = debuglog('latchkey');
 

@@ -12,8 +12,8 @@
  * answer synchronously, which is what lets a worker block in lockSync()
  * on a host lock.
  */
-import type { LockMode } from '../atomics/queue.js';
-import type { LossReason } from '../loss.js';
+import type { LockMode } from '../../atomics/queue/queue.js';
+import type { LossReason } from '../../loss.js';
 
 export type MaybePromise<T> = T | Promise<T>;
 
