@@ -1,8 +1,10 @@
 /**
  * latchkey: locks that are correct across the worker threads of a process
  * and across the processes of a machine.
- * This file is the public surface; everything else is internal.
+ * This file is the public surface; everything else is internal. What
+ * importing it does is listed, in order, in process.ts.
  */
+import './process.js';
 export { LockTable } from './atomics/table.js';
 export { Mutex, MutexGuard } from './atomics/mutex.js';
 export { RWLock, RWLockReadGuard, RWLockWriteGuard } from './atomics/rwlock.js';

@@ -7,18 +7,16 @@
  * with `steal`), or, for a host lock, compromised (its lease expired and
  * another process took it). The thread that learns of it first tells the
  * holder's thread: directly when it is the same thread, else on the
- * process-wide BroadcastChannel below. The holder's `signal` then aborts,
+ * process-wide BroadcastChannel (loss.ts). The holder's `signal` then aborts,
  * `onCompromised` runs, and a request()'s promise rejects at once.
  */
-import { BroadcastChannel } from 'node:worker_threads';
-import type { QueueGrant, RequestQueue } from './atomics/queue/queue.js';
-import { LOSS_CHANNEL, type LossMessage, type LossReason, type LostGrants, broadcastLoss } from './loss.js';
+import type { LockMode, QueueGrant, RequestQueue } from './atomics/queue/queue.js';
+import { type Holding, type LossReason, holdingsOf } from './loss.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
 import { acquireChannel, debug, observed, releaseChannel } from './observe.js';
 
-export type LockMode = 'exclusive' | 'shared';
 export type LockScope = 'thread' | 'host' | 'cluster';
-export type { LossReason };
+export type { LockMode, LossReason };
 
 /** Whether a held lock is still held, and its `signal`, made only when asked for (an AbortController costs more than a lock). */
 class LossState {
@@ -65,54 +63,6 @@ export class Lock {
 
 export type LossHandler = (error: Error & { reason: LossReason }) => void;
 
-/** A held lock of this thread, as the loss notifications find it. */
-interface Holding {
-  /** Whether it is the grant of `token` in the queue of `slot` (generation `gen`). */
-  is(slot: number, gen: number, token: number): boolean;
-  lose(reason: LossReason, detail: string): void;
-}
-
-/** This thread's held locks, by table, then by request node. */
-const holdings = new Map<string, Array<Holding | undefined>>();
-function holdingsOf(tableId: string): Array<Holding | undefined> {
-  let byNode = holdings.get(tableId);
-  if (byNode === undefined) holdings.set(tableId, (byNode = []));
-  return byNode;
-}
-let channel: BroadcastChannel | undefined;
-
-function listen(): void {
-  if (channel !== undefined) return;
-  channel = new BroadcastChannel(LOSS_CHANNEL);
-  // Never keeps a thread alive: a thread with nothing else to do has no held lock to be told about.
-  channel.unref();
-  channel.onmessage = (event) => {
-    const { table, nodes, reason, detail, grants } = (event as { data: LossMessage }).data;
-    const byNode = holdings.get(table);
-    nodes.forEach((node, i) => holderOf(byNode, node, grants, i)?.lose(reason, detail));
-  };
-}
-
-/** The holding of `nodes[i]`, if it is the grant that was lost: not a later grant of a reused node. */
-function holderOf(byNode: Array<Holding | undefined> | undefined, node: number, grants: LostGrants, i: number): Holding | undefined {
-  const h = byNode?.[node];
-  return h !== undefined && h.is(grants.slot, grants.gen, grants.tokens[i]!) ? h : undefined;
-}
-
-/** Tell the holders of `nodes` (in any thread of the process) that their locks are lost. */
-export function announceLoss(table: string, nodes: number[], reason: LossReason, detail: string, grants: LostGrants): void {
-  const elsewhere: number[] = [], tokens: number[] = [], byNode = holdings.get(table);
-  nodes.forEach((node, i) => {
-    const mine = holderOf(byNode, node, grants, i);
-    if (mine !== undefined) mine.lose(reason, detail);
-    else {
-      elsewhere.push(node);
-      tokens.push(grants.tokens[i]!);
-    }
-  });
-  if (elsewhere.length > 0) broadcastLoss({ table, nodes: elsewhere, reason, detail, grants: { ...grants, tokens } });
-}
-
 /**
  * The error a lost lock reports: a steal is the Web Locks API's AbortError
  * (https://w3c.github.io/web-locks/#lock-manager-steal); a lost lease is
@@ -126,7 +76,7 @@ export function lossError(name: string, reason: LossReason, detail: string): Err
 }
 
 /** A lock from lock()/lockSync(): unlock it, or let `using` do it. */
-export class LockGuard extends Lock {
+export class LockGuard extends Lock implements Holding {
   readonly #queue: RequestQueue;
   readonly #grant: QueueGrant;
   readonly #state: LossState;
@@ -144,7 +94,6 @@ export class LockGuard extends Lock {
     this.#grant = grant;
     this.#state = state;
     this.#onLost = onLost;
-    listen();
     this.#holdings = holdingsOf(queue.tableId);
     this.#holdings[grant.node] = this;
     // Granted, then stolen before this thread looked: the steal's notice may have come before this guard was here.

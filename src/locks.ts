@@ -9,14 +9,16 @@
  * scope in the bridge's table, whose queues take a host lock before they
  * grant (bridge/host/host.ts).
  */
-import { threadId } from 'node:worker_threads';
-import { LockTable, createBuffer, shareWithProcess } from './atomics/table.js';
-import type { QueueGrant, QueueRequest, RequestQueue } from './atomics/queue/queue.js';
+import { getEnvironmentData, threadId } from 'node:worker_threads';
+import type { Geometry } from './atomics/memory.js';
+import { QueueTable } from './atomics/queue/table.js';
+import { type QueueGrant, type QueueRequest, type RequestQueue, StaleQueue } from './atomics/queue/queue.js';
 import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
-import { StaleQueue, onStolen } from './atomics/queue/queue.js';
-import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard, announceLoss } from './lock-guard.js';
-import { hostQuery, hostQueue, hostTable, kDefaultTtl, onHostLoss } from './bridge/host/host.js';
+import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard } from './lock-guard.js';
+import { announceSteal } from './loss.js';
+import { hostQuery, hostQueue, hostTable, kDefaultTtl } from './bridge/host/host.js';
 import { clusterQuery, clusterQueue, clusterTable } from './bridge/cluster/cluster.js';
+import { nameOfStoreKey } from './bridge/keys.js';
 import {
   ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
 } from './errors.js';
@@ -69,71 +71,38 @@ interface Parsed {
   readonly onLost: LossHandler | undefined;
 }
 
-const ENV_KEY = 'latchkey:locks-table';
-/** Thread scope: names, request nodes and threads of the process-wide table. */
-const kSlots = 4096;
-const kRequests = 8192;
-const kThreads = 256;
+/** Where every thread finds the process's thread-scope queues (worker_threads environment data; src/process.ts). */
+export const THREAD_QUEUES_KEY = 'latchkey:locks-table';
+/** Thread scope: 4096 names held or waited for at a time, 8192 requests. */
+export const kThreadQueuesGeometry: Geometry = { slots: 4096, threads: 256, requests: 8192 };
 
-const threadBuffer = shareWithProcess(ENV_KEY, () => createBuffer(kSlots, kThreads, kRequests));
-
-let threadTable: LockTable | undefined;
-function threadScope(): LockTable {
+let threadTable: QueueTable | undefined;
+function threadScope(): QueueTable {
   if (threadTable !== undefined) return threadTable;
-  if (threadBuffer === undefined) throw new ERR_LOCK_NO_DEFAULT_TABLE();
-  return (threadTable = LockTable.attach(threadBuffer));
+  const buffer = getEnvironmentData(THREAD_QUEUES_KEY);
+  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_NO_DEFAULT_TABLE();
+  return (threadTable = QueueTable.attach(buffer, { onStolen: announceSteal }));
 }
 
-const queues = { thread: new Map<string, RequestQueue>(), host: new Map<string, RequestQueue>(), cluster: new Map<string, RequestQueue>() };
-/** Handles a thread keeps per scope: a process may use any number of names over its life, so the cache starts over past this. */
-const kQueueCache = 8192;
-
-// Holders learn of a steal, or of a host lease lost, wherever they run.
-onStolen((q, nodes, tokens) => announceLoss(q.tableId, nodes, 'stolen', 'another request asked for it with `steal`', { slot: q.slot, gen: q.gen, tokens }));
-onHostLoss((table, nodes, reason, detail, grants) => announceLoss(table, nodes, reason, detail, grants));
-
-function queueOf(scope: LockScope, key: string): RequestQueue {
-  const cache = queues[scope];
-  let q = cache.get(key);
-  if (q === undefined) {
-    q = scope === 'host' ? hostQueue(key) : scope === 'cluster' ? clusterQueue(key) : threadScope().queue(key);
-    if (cache.size >= kQueueCache) cache.clear();
-    cache.set(key, q);
-  }
-  return q;
-}
+const queueOf = (scope: LockScope, name: string): RequestQueue =>
+  scope === 'host' ? hostQueue(name) : scope === 'cluster' ? clusterQueue(name) : threadScope().queue(name);
 
 /**
- * Issue a request on `key`'s queue. A handle can go stale (its slot given
+ * Issue a request on `name`'s queue. A handle can go stale (its slot given
  * back to the table while this thread was not using it, queue/names.ts):
  * the request is refused before anything is queued, and issued again on
  * the name looked up afresh.
  */
-function enqueueOn<R>(scope: LockScope, key: string, issue: (q: RequestQueue) => R): { q: RequestQueue; r: R } {
+function enqueueOn<R>(scope: LockScope, name: string, issue: (q: RequestQueue) => R): { q: RequestQueue; r: R } {
   for (;;) {
-    const q = queueOf(scope, key);
+    const q = queueOf(scope, name);
     try {
       return { q, r: issue(q) };
     } catch (err) {
       if (!(err instanceof StaleQueue)) throw err;
-      queues[scope].delete(key);
-      (scope === 'host' ? hostTable() : scope === 'cluster' ? clusterTable() : threadScope()).forget(key);
+      (scope === 'host' ? hostTable() : scope === 'cluster' ? clusterTable() : threadScope()).forget(name);
     }
   }
-}
-
-/**
- * The key a name is stored under. Names are compared as strings of UTF-16
- * code units, and the table stores UTF-8: a name with a lone surrogate
- * (which UTF-8 cannot carry) is stored escaped, behind a '-' that no
- * request may start a name with.
- */
-function keyOf(name: string): string {
-  return name.isWellFormed() ? name : `-${JSON.stringify(name)}`;
-}
-
-function nameOfKey(key: string): string {
-  return key.startsWith('-') ? (JSON.parse(key.slice(1)) as string) : key;
 }
 
 const notSupported = (message: string) => new DOMException(message, 'NotSupportedError');
@@ -223,7 +192,7 @@ function lockSync(name: string, options?: LockRequestOptions): LockGuard | null 
   checkName(name);
   const parsed = parseOptions(name, options);
   const start = observed() ? performance.now() : 0;
-  const { q, r } = enqueueOn(parsed.scope, keyOf(name), (queue) => queue.requestSync(parsed.request));
+  const { q, r } = enqueueOn(parsed.scope, name, (queue) => queue.requestSync(parsed.request));
   return guardOf(name, parsed, q, r, since(start));
 }
 
@@ -231,7 +200,7 @@ function lockSync(name: string, options?: LockRequestOptions): LockGuard | null 
 async function lock(name: string, options?: LockRequestOptions): Promise<LockGuard | null> {
   checkName(name);
   const parsed = parseOptions(name, options);
-  const { q, r } = enqueueOn(parsed.scope, keyOf(name), (queue) => queue.request(parsed.request));
+  const { q, r } = enqueueOn(parsed.scope, name, (queue) => queue.request(parsed.request));
   if (!(r instanceof Promise)) return guardOf(name, parsed, q, r);
   const start = contended(name, parsed);
   return guardOf(name, parsed, q, await abortedWithReason(r, parsed.request.wait.signal), since(start));
@@ -257,7 +226,7 @@ type Callback<T> = (lock: Lock | null) => T | PromiseLike<T>;
 function request<T>(name: string, callback: Callback<T>): Promise<Awaited<T>>;
 function request<T>(name: string, options: LockRequestOptions, callback: Callback<T>): Promise<Awaited<T>>;
 function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callback<T>, maybeCallback?: Callback<T>): Promise<Awaited<T>> {
-  let parsed: Parsed, callback: Callback<T>, key: string;
+  let parsed: Parsed, callback: Callback<T>;
   try {
     const options = typeof optionsOrCallback === 'function' ? undefined : optionsOrCallback;
     const cb = typeof optionsOrCallback === 'function' ? optionsOrCallback : maybeCallback;
@@ -265,7 +234,6 @@ function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callba
     if (typeof cb !== 'function') throw new TypeError('The "callback" argument must be a function');
     callback = cb;
     parsed = parseOptions(name, options);
-    key = keyOf(name);
   } catch (err) {
     return Promise.reject(err);
   }
@@ -276,7 +244,7 @@ function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callba
       parsed.onLost?.(err);
     };
     const run = async (): Promise<Awaited<T>> => {
-      const { q, r } = enqueueOn(parsed.scope, key, (queue) => queue.request(parsed.request));
+      const { q, r } = enqueueOn(parsed.scope, name, (queue) => queue.request(parsed.request));
       let grant: QueueGrant | null, waitedMs = 0;
       if (r instanceof Promise) {
         const start = contended(name, parsed);
@@ -320,25 +288,20 @@ export interface LockManagerSnapshot {
  */
 async function query(options?: { scope?: LockScope }): Promise<LockManagerSnapshot> {
   const scope = options?.scope ?? 'thread';
-  const info = (e: LockInfo) => ({ name: nameOfKey(e.name), mode: e.mode, clientId: e.clientId });
+  const info = (e: LockInfo) => ({ name: e.name, mode: e.mode, clientId: e.clientId });
   if (scope === 'host') {
     const { held, pending } = hostQuery();
     return { held: held.map(info), pending: pending.map(info) };
   }
   if (scope === 'cluster') {
     const entries = await clusterQuery(), held: LockInfo[] = [], pending: LockInfo[] = [];
-    for (const e of entries) (e.state === 'held' ? held : pending).push(info({ name: e.name, mode: e.mode, clientId: `${e.host}:${e.pid}` }));
+    for (const e of entries) (e.state === 'held' ? held : pending).push(info({ name: nameOfStoreKey(e.name), mode: e.mode, clientId: `${e.host}:${e.pid}` }));
     return { held, pending };
   }
   if (scope !== 'thread') throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread', 'host' or 'cluster'");
   const held: LockInfo[] = [], pending: LockInfo[] = [];
-  const table = threadScope();
-  for (const s of table.stats()) {
-    if (s.kind !== 'queue' || s.name === null) continue;
-    // Resolved afresh: a cached handle may be from before the name's slot was given back (queue/names.ts).
-    const q = table.queue(s.name);
-    queues.thread.set(s.name, q);
-    const name = nameOfKey(s.name), snap = q.snapshot();
+  for (const q of threadScope().queues()) {
+    const name = q.name, snap = q.snapshot();
     const info = (e: { mode: LockMode; client: number }) => ({ name, mode: e.mode, clientId: `${process.pid}:${e.client}` });
     held.push(...snap.held.map(info));
     pending.push(...snap.pending.map(info));

@@ -15,9 +15,10 @@
  *                        the backend for other processes)
  */
 import { channel } from 'node:diagnostics_channel';
-import { debuglog } from 'node:util';
 
-export const debug = debuglog('latchkey');
+
+export { debug } from './atomics/debug.js';
+import { debug } from './atomics/debug.js';
 export const acquireChannel = channel('latchkey:acquire');
 export const releaseChannel = channel('latchkey:release');
 export const contentionChannel = channel('latchkey:contention');

@@ -5,7 +5,8 @@
 // Own file: the process-wide table is churned here.
 import { describe, expect, test, vi } from 'vitest';
 import { LockTable, locks } from '../src/index.js';
-import { createBuffer } from '../src/atomics/table.js';
+import { createBuffer } from '../src/atomics/memory.js';
+import { QueueTable } from '../src/atomics/queue/table.js';
 import { S_USE, USE_REACH_MASK, USE_UNUSED, slotBase } from '../src/atomics/layout.js';
 import { kNoWait } from '../src/atomics/options.js';
 import { control, exited, start, until } from './helpers.js';
@@ -23,10 +24,29 @@ async function rejection(fn: () => Promise<unknown>): Promise<{ code?: string } 
 }
 
 describe('locks.request() names', () => {
-  test('locks.request(): a name of 20 lone surrogates is a valid name, one of 40 is refused with ERR_OUT_OF_RANGE', async () => {
-    const short = '\uD800'.repeat(20);
-    expect(await locks.request(short, (l) => l?.name)).toBe(short);
-    expect((await rejection(() => locks.request('\uD800'.repeat(40), () => {}))).code).toBe('ERR_OUT_OF_RANGE');
+  // Issue 17 item 10: one length rule for every name, in locks.* as in a LockTable: at most 128
+  // bytes of WTF-8, where a lone surrogate counts 3 bytes, as any other code point from U+0800 on.
+  test('locks.request(): a name of 42 lone surrogates (126 bytes) is a valid name, one of 43 (129) is refused with ERR_OUT_OF_RANGE', async () => {
+    const longest = '\uD800'.repeat(42);
+    expect(await locks.request(longest, (l) => l?.name)).toBe(longest);
+    expect((await rejection(() => locks.request('\uD800'.repeat(43), () => {}))).code).toBe('ERR_OUT_OF_RANGE');
+    const table = LockTable.create({ slots: 8 });
+    expect(table.mutex(longest).name).toBe(longest);
+    expect(() => table.mutex('\uD800'.repeat(43))).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+  });
+
+  // Issue 17 item 9: names that differ only in their lone surrogates were all stored as U+FFFD and shared one slot.
+  test('names that differ only in lone surrogates never share a slot, in a LockTable and through locks.*', async () => {
+    const names = ['lock-\uD800', 'lock-\uDC00', 'lock-\uFFFD', 'lock-\uD800\uDC00'];
+    const table = LockTable.create({ slots: 16 });
+    const guards = names.map((n) => table.mutex(n).lockSync({ timeout: 0 })); // held at once: four locks, not one
+    expect(new Set(names.map((n) => table.mutex(n).slot)).size).toBe(names.length);
+    expect(table.stats().map((s) => s.name).sort()).toEqual([...names].sort());
+    for (const g of guards) g.unlock();
+    const held = await Promise.all(names.map((n) => locks.lock(n, { ifAvailable: true })));
+    expect(held.every((g) => g !== null)).toBe(true);
+    expect((await locks.query()).held.map((l) => l.name).filter((n) => n.startsWith('lock-')).sort()).toEqual([...names].sort());
+    for (const g of held) g!.unlock();
   });
 
   test('locks.request(): 10000 distinct names, each taken and released in turn, are all granted (idle names give their slots back)', async () => {
@@ -69,8 +89,8 @@ describe('locks.request() names', () => {
 
 describe('a request-queue table churned through many names', () => {
   test('slots given back become free again (not tombstones for ever): a lookup of an absent name stops early', () => {
-    const slots = 64, t = LockTable.attach(createBuffer(slots, 4, 64));
-    const { words } = LockTable.unsafeExposeInternals(t).core;
+    const slots = 64, t = QueueTable.attach(createBuffer({ slots, threads: 4, requests: 64 }), { onStolen: () => {} });
+    const { words } = QueueTable.unsafeExposeInternals(t).core;
     const unused = () => Array.from({ length: slots }, (_, s) => Atomics.load(words, slotBase(4, s) + S_USE) & USE_REACH_MASK)
       .filter((r) => r === USE_UNUSED).length;
     const req = { mode: 'exclusive' as const, ifAvailable: false, steal: false, wait: kNoWait, ttl: 0 };

@@ -34,7 +34,7 @@ describe('request-queue repair', () => {
       const at = Q.nodeAt(p, node);
       w[at + Q.N_OWNER] = tid;
       w[at + Q.N_MODE] = mode;
-      return Q.enqueue(p, S, a, node, false, tid, []).outcome;
+      return Q.enqueue(Q.placeOf(p, S, false), node, tid, []).outcome;
     };
     const held = () => {
       const out: number[] = [];
@@ -48,19 +48,19 @@ describe('request-queue repair', () => {
     expect(held()).toEqual([nD]);
     // D dies: its recovery repairs S (W is granted) but is put off on another slot, its nodes not yet freed.
     w[threadBase(D) + T_LIVE] = T_RECOVERING;
-    expect(Q.repair(p, S, a, D)).toBe(true);
-    Q.settle(p, S, a, false, D, []);
+    expect(Q.repair(Q.placeOf(p, S, false), D)).toBe(true);
+    Q.settle(Q.placeOf(p, S, false), D, []);
     expect(held()).toEqual([nW]);
     // D2 dies too, and its recovery repairs S: D's node must not come back.
     w[threadBase(D2) + T_LIVE] = T_RECOVERING;
-    Q.repair(p, S, a, D2);
-    Q.settle(p, S, a, false, D2, []);
+    Q.repair(Q.placeOf(p, S, false), D2);
+    Q.settle(Q.placeOf(p, S, false), D2, []);
     expect(held()).toEqual([nW]);
     expect(w[a + Q.A_HELD_COUNT]).toBe(1);
     // D's put-off recovery ends (queue/recovery.ts frees its nodes); W lets go; X is granted at once.
     w[Q.nodeAt(p, nD) + Q.N_STATE] = Q.FREE;
     w[Q.nodeAt(p, nD) + Q.N_OWNER] = 0;
-    Q.release(p, S, a, nW, false, W, []);
+    Q.release(Q.placeOf(p, S, false), nW, W, []);
     expect(request(nX, X, Q.MODE_EXCLUSIVE)).toBe(Q.ENQ_GRANTED);
   });
 
@@ -87,8 +87,8 @@ describe('request-queue recovery of a terminated thread', () => {
     // Looked up from another thread: a lookup that spins on the claim would block this one's timers too.
     const other = new Worker(`const { locks } = await import(${JSON.stringify(new URL('../dist/src/index.js', import.meta.url).href)});
       const g = locks.lockSync(${JSON.stringify(name)}, { timeout: 2000 });
-      (await import('node:worker_threads')).parentPort.postMessage(g.name);
-      g.unlock();`, { eval: true });
+      g.unlock(); // before the answer: the test terminates this worker when it has it
+      (await import('node:worker_threads')).parentPort.postMessage(g.name);`, { eval: true });
     try {
       const answer = await Promise.race([result(other), new Promise((r) => setTimeout(() => r('still spinning after 5 s'), 5000))]);
       expect(answer).toBe(name);

@@ -27,19 +27,3 @@ export const kindOps: Array<KindOps | undefined> = [];
 export function defineKind(kind: number, ops: KindOps): void {
   kindOps[kind] = ops;
 }
-
-/**
- * Recovery that needs the whole table at once (a request queue's nodes are
- * found by owner across the node pool, not slot by slot). It returns how
- * many holds it released, and `retry` when part of the work must wait (a
- * latch held by another thread, perhaps one that died too and whose own
- * recovery has not run yet): the dead thread's entry stays reserved until
- * `retry()` answers true. `self`: the dead thread is this one (its own exit
- * hook recovers it).
- */
-export type TableRecovery = (table: WatchedTable, tid: number, self: boolean) => { released: number; retry?: () => boolean };
-export const tableRecoveries: TableRecovery[] = [];
-
-export function defineTableRecovery(fn: TableRecovery): void {
-  tableRecoveries.push(fn);
-}

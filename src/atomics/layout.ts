@@ -31,8 +31,9 @@
  *                  per slot, the rest are requests (queue/word.ts draws them)
  *   H_FLAGS        TABLE_GATED: every queue of this table grants only under
  *                  an outer lock (the host tier's table, queue/word.ts)
- *   H_KEEPER       the host tier's lease keeper thread (bridge/helper-threads.ts):
- *                  KEEPER_* state; H_KEEPER_BELL its doorbell
+ *   H_HELPER       a queue table's helper thread (the host tier's lease keeper,
+ *                  the cluster agent: bridge/helper-threads.ts): HELPER_*
+ *                  state; H_HELPER_BELL its doorbell
  *   H_NAME_LATCH   a queue table's name latch; H_TOKEN_HWM (f64) the highest
  *                  token of a slot given back (queue/names.ts)
  *
@@ -84,16 +85,18 @@ export const H_ID2 = 8;
 export const H_NODES = 9;
 export const H_FLAGS = 10;
 export const TABLE_GATED = 1;
-export const H_KEEPER = 11;
-export const H_KEEPER_BELL = 12;
+export const H_HELPER = 11;
+export const H_HELPER_BELL = 12;
 export const H_NAME_LATCH = 13;
 export const H_TOKEN_HWM = 14; // f64: 14-15
-/** H_KEEPER: none, being started, running (bridge/helper-threads.ts moves it on). */
-export const KEEPER_NONE = 0;
-export const KEEPER_STARTING = 1;
-export const KEEPER_RUNNING = 2;
+/** H_HELPER: none, being started, running (bridge/helper-threads.ts moves it on). */
+export const HELPER_NONE = 0;
+export const HELPER_STARTING = 1;
+export const HELPER_RUNNING = 2;
+/** It could not start: the tier's requests fail (ERR_LOCK_BACKEND) instead of relying on it. */
+export const HELPER_FAILED = 4;
 /** Running, and the table's outer grants never linger (the cluster agent). */
-export const KEEPER_SERVING = 3;
+export const HELPER_SERVING = 3;
 export const HEADER_WORDS = 16;
 
 export const T_LIVE = 0;
@@ -170,6 +173,12 @@ export function byteLengthOf(slots: number, threads: number, nodes = 0): number 
 export function nodeRegionOf(slots: number, threads: number): number {
   return HEADER_WORDS + threads * THREAD_WORDS + slots * SLOT_WORDS + (slots * NAME_MAX) / 4;
 }
+
+/** A table's identity (H_ID, H_ID2) as a string: the same in every thread. */
+export const identityOf = (words: Int32Array): string => `${words[H_ID]}:${words[H_ID2]}`;
+
+/** Whether the table whose memory is `buffer` is valid (born, for a reserved one: memory.ts). */
+export const isBorn = (buffer: SharedArrayBuffer): boolean => Atomics.load(new Int32Array(buffer, 0, HEADER_WORDS), H_MAGIC) === MAGIC;
 
 /** Word index of a slot's first word. */
 export function slotBase(threads: number, slot: number): number {

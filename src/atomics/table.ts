@@ -4,28 +4,26 @@
  * has the buffer can attach and reach every lock in it by index or by name,
  * without messaging.
  */
-import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
+import { getEnvironmentData } from 'node:worker_threads';
 import type { TableCore } from './core.js';
 import {
-  F_ACQUIRED, F_CONTENDED, F_HOLD_MAX_NS, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS,
-  H_BYTES, H_FLAGS, H_ID, H_ID2, H_MAGIC, H_NAMED, H_NAME_MAX, H_NODES, H_SLOTS, H_THREADS, H_VERSION,
+  F_ACQUIRED, F_CONTENDED, F_HOLD_MAX_NS, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_NAMED, H_NODES,
   KIND_BARRIER, KIND_CONDITION, KIND_INITIALIZING, KIND_MASK, KIND_MUTEX, KIND_NAMES, KIND_NONE, KIND_ONCE,
-  KIND_QUEUE, KIND_RWLOCK, KIND_SEMAPHORE, KIND_SHIFT, LAYOUT_VERSION, MAGIC, MAX_NODES, MAX_SLOTS, MAX_THREADS, NAME_MAX,
-  S_AUX, S_NAME_HASH, S_NAME_LEN, S_USE, TABLE_GATED, type KindName,
+  KIND_RWLOCK, KIND_SEMAPHORE, KIND_SHIFT, MAX_SLOTS, MAX_THREADS, NAME_MAX,
+  S_AUX, S_NAME_HASH, S_NAME_LEN, S_USE, type KindName,
   USE_CLAIMING, USE_INDEXED, USE_NAMED, USE_REACH_MASK, USE_UNUSED,
-  byteLengthOf, kDefaultSlots, kDefaultThreads, nameOffset, slotBase,
+  identityOf, kDefaultSlots, kDefaultThreads, nameOffset, slotBase,
 } from './layout.js';
 import { Barrier } from './barrier.js';
 import { Condition } from './condition.js';
 import { Mutex } from './mutex.js';
 import { Once } from './once.js';
 import { RWLock } from './rwlock.js';
-import { RequestQueue } from './queue/queue.js';
-import { TOMBSTONE, queueSlotOf, stillNamed } from './queue/names.js';
 import { MAX_PERMITS, Semaphore } from './semaphore.js';
 import { kindOps } from './kinds.js';
 import { checkInteger } from './options.js';
-import { claimThread, watchTable } from './threads.js';
+import { createBuffer, joinTable, validate } from './memory.js';
+import { decodeWtf8, encodeWtf8Into, fnv1a, wtf8Length } from './name-bytes.js';
 import {
   ERR_INVALID_ARG_TYPE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_LOCK_SLOT_IN_USE, ERR_LOCK_TABLE_FULL,
   ERR_LOCK_TABLE_INVALID, ERR_OUT_OF_RANGE,
@@ -79,95 +77,25 @@ export interface LockStats {
   holdMaxNs: number;
 }
 
-const ENV_KEY = 'latchkey:default-table';
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+/** Where every thread finds the process's default table (worker_threads environment data; src/process.ts puts it there). */
+export const DEFAULT_TABLE_KEY = 'latchkey:default-table';
+/** The default table's shape. */
+export const kDefaultGeometry = { slots: kDefaultSlots, threads: kDefaultThreads } as const;
 /** Tables this thread has attached, by identity: one registry entry per (thread, table). */
 const attached = new Map<string, LockTable>();
 let defaultTable: LockTable | undefined;
 
-function fnv1a(bytes: Uint8Array, length: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < length; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
-  return h >>> 0;
-}
-
-/**
- * A new table's memory. `requests` > 0 adds a node pool for request queues
- * (2 anchor nodes per slot, then the requests); `flags` is H_FLAGS.
- * @internal Public tables come from LockTable.create().
- */
-export function createBuffer(slots: number, threads: number, requests = 0, flags = 0): SharedArrayBuffer {
-  const nodes = requests > 0 ? 2 * slots + requests : 0;
-  const buffer = new SharedArrayBuffer(byteLengthOf(slots, threads, nodes));
-  const words = new Int32Array(buffer);
-  words[H_VERSION] = LAYOUT_VERSION;
-  words[H_SLOTS] = slots;
-  words[H_THREADS] = threads;
-  words[H_NAME_MAX] = NAME_MAX;
-  words[H_NODES] = nodes;
-  words[H_FLAGS] = flags;
-  words[H_BYTES] = buffer.byteLength;
-  words[H_ID] = (Math.random() * 0x7fffffff) | 0;
-  words[H_ID2] = (Math.random() * 0x7fffffff) | 0;
-  Atomics.store(words, H_MAGIC, MAGIC); // last: a table is valid once its magic is there
-  return buffer;
-}
-
-const identityOf = (words: Int32Array) => `${words[H_ID]}:${words[H_ID2]}`;
-
-/** @internal Check that `buffer` holds a table of this layout; its words. */
-export function validate(buffer: unknown): Int32Array {
-  if (!(buffer instanceof SharedArrayBuffer)) {
-    throw new ERR_INVALID_ARG_TYPE('buffer', 'a SharedArrayBuffer', buffer);
-  }
-  if (buffer.byteLength < 64) throw new ERR_LOCK_TABLE_INVALID(`buffer is ${buffer.byteLength} bytes, too small for a header`);
-  const words = new Int32Array(buffer);
-  const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;
-  if (Atomics.load(words, H_MAGIC) !== MAGIC) {
-    throw new ERR_LOCK_TABLE_INVALID(`magic is ${hex(words[H_MAGIC])} (expected ${hex(MAGIC)})`);
-  }
-  if (words[H_VERSION] !== LAYOUT_VERSION) {
-    throw new ERR_LOCK_TABLE_INVALID(`layout version is ${words[H_VERSION]} (expected ${LAYOUT_VERSION})`);
-  }
-  const slots = words[H_SLOTS], threads = words[H_THREADS], nodes = words[H_NODES];
-  if (!(slots >= 1 && slots <= MAX_SLOTS) || !(threads >= 1 && threads <= MAX_THREADS) || words[H_NAME_MAX] !== NAME_MAX
-    || !(nodes === 0 || (nodes > 2 * slots && nodes <= 2 * slots + MAX_NODES))) {
-    throw new ERR_LOCK_TABLE_INVALID(`header is corrupt (slots ${slots}, threads ${threads}, name bytes ${words[H_NAME_MAX]}, nodes ${nodes})`);
-  }
-  const expected = byteLengthOf(slots, threads, nodes);
-  if (words[H_BYTES] !== expected || buffer.byteLength !== expected) {
-    throw new ERR_LOCK_TABLE_INVALID(`buffer is ${buffer.byteLength} bytes (expected ${expected} for ${slots} slots)`);
-  }
-  return words;
-}
-
 export class LockTable {
   readonly #core: TableCore;
-  /** Names this thread has resolved: a name never changes slot, so this never goes stale (a queue table's: queue/names.ts). */
+  /** Names this thread has resolved: a name never changes slot, so this never goes stale. */
   readonly #names = new Map<string, number>();
-  /** A queue table's names: the generation each slot had when the name was found (queue/names.ts). */
-  readonly #gens = new Map<string, number>();
   readonly #scratch = new Uint8Array(NAME_MAX);
-  readonly #queues: Array<RequestQueue | undefined> = [];
 
-  private constructor(buffer: SharedArrayBuffer, words: Int32Array, id: string) {
-    const slots = words[H_SLOTS], threads = words[H_THREADS];
-    this.#core = {
-      buffer,
-      words,
-      f64: new Float64Array(buffer),
-      bytes: new Uint8Array(buffer),
-      slots,
-      threads,
-      nodes: words[H_NODES],
-      id,
-      table: this,
-      tid: claimThread(words, threads),
-      acquiring: new Uint8Array(slots),
-      label: (slot) => this.#label(slot),
-    };
-    watchTable(id, this.#core);
+  private constructor(buffer: SharedArrayBuffer, words: Int32Array) {
+    if (words[H_NODES] !== 0) {
+      throw new ERR_LOCK_TABLE_INVALID('it is a table of request queues (latchkey\'s own), not of locks');
+    }
+    this.#core = joinTable(buffer, words, this, (slot) => this.#label(slot));
   }
 
   /** A new table in a new SharedArrayBuffer. Pass `table.buffer` to other threads and `attach` it there. */
@@ -176,7 +104,7 @@ export class LockTable {
     const { slots = kDefaultSlots, threads = kDefaultThreads } = options;
     checkInteger(slots, 'options.slots', 1, MAX_SLOTS);
     checkInteger(threads, 'options.threads', 1, MAX_THREADS);
-    return LockTable.attach(createBuffer(slots, threads));
+    return LockTable.attach(createBuffer({ slots, threads }));
   }
 
   /**
@@ -188,18 +116,19 @@ export class LockTable {
     const words = validate(buffer);
     const id = identityOf(words);
     let table = attached.get(id);
-    if (table === undefined) attached.set(id, (table = new LockTable(buffer, words, id)));
+    if (table === undefined) attached.set(id, (table = new LockTable(buffer, words)));
     return table;
   }
 
   /**
    * The process-wide table: the same one in every thread, with no setup.
-   * Created when latchkey is first imported in the main thread and handed to
-   * every worker started after that (worker_threads environment data).
+   * Reserved when latchkey is first imported in the main thread, handed to
+   * every worker started after that (worker_threads environment data), and
+   * made (about 0.8 MB) when a thread first asks for it (src/process.ts).
    */
   static default(): LockTable {
     if (defaultTable !== undefined) return defaultTable;
-    const buffer = getEnvironmentData(ENV_KEY);
+    const buffer = getEnvironmentData(DEFAULT_TABLE_KEY);
     if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_NO_DEFAULT_TABLE();
     return (defaultTable = LockTable.attach(buffer));
   }
@@ -262,53 +191,6 @@ export class LockTable {
     return new Once(this.#core, slot, this.#claimKind(slot, KIND_ONCE, 'a once'), nameOrIndex);
   }
 
-  /**
-   * The request queue named `name` (Web Locks semantics; locks.ts drives it).
-   * @internal Only tables made with a node pool have queues.
-   */
-  queue(name: string): RequestQueue {
-    if (this.#core.nodes === 0) {
-      throw new ERR_LOCK_SLOT_IN_USE(`table ${this.#core.id}`, 'a request queue', 'it was made without a node pool');
-    }
-    if (typeof name !== 'string') throw new ERR_INVALID_ARG_TYPE('name', 'a string', name);
-    const slot = this.#slotOf(name, true), gen = this.#gens.get(name)!;
-    const gated = (this.#core.words[H_FLAGS] & TABLE_GATED) !== 0;
-    return new RequestQueue(this.#core, slot, this.#claimKind(slot, KIND_QUEUE, 'a request queue'), name, gated, gen);
-  }
-
-  /** @internal A queue handle found stale (StaleQueue): look `name` up again next time. */
-  forget(name: string): void {
-    const slot = this.#names.get(name);
-    this.#names.delete(name);
-    this.#gens.delete(name);
-    if (slot !== undefined) this.#queues[slot] = undefined;
-  }
-
-  /**
-   * Every named request queue of this table, one handle per slot for this
-   * thread (cached: a name keeps its slot).
-   * @internal For the bridge's threads, which go through them all.
-   */
-  *queues(): Generator<RequestQueue> {
-    const { words, threads, slots } = this.#core;
-    for (let slot = 0; slot < slots; slot++) {
-      let q = this.#queues[slot];
-      if (q !== undefined && !stillNamed(this.#core, slot, q.gen)) q = this.#queues[slot] = undefined; // given back
-      if (q === undefined) {
-        if (((Atomics.load(words, slotBase(threads, slot) + S_USE) & KIND_MASK) >>> KIND_SHIFT) !== KIND_QUEUE) continue;
-        const name = this.#nameOf(slot);
-        if (name === null) continue;
-        this.#queues[slot] = q = this.queue(name);
-      }
-      yield q;
-    }
-  }
-
-  /** @internal The name a slot holds, or null (unused, or used by index). */
-  nameAt(slot: number): string | null {
-    return this.#nameOf(slot);
-  }
-
   /** Counters of one lock (undefined if that name was never used), or of every slot in use. */
   stats(nameOrIndex: string | number): LockStats | undefined;
   stats(): LockStats[];
@@ -316,7 +198,7 @@ export class LockTable {
     if (nameOrIndex === undefined) {
       const all: LockStats[] = [];
       for (let slot = 0; slot < this.#core.slots; slot++) {
-        if (this.#reach(slot) !== USE_UNUSED && !this.#givenBack(slot)) all.push(this.#statsOf(slot));
+        if (this.#reach(slot) !== USE_UNUSED) all.push(this.#statsOf(slot));
       }
       return all;
     }
@@ -327,10 +209,6 @@ export class LockTable {
   /** @internal For tests: the raw views and this thread's core. */
   static unsafeExposeInternals(table: LockTable): { core: TableCore; slotBase: (slot: number) => number } {
     return { core: table.#core, slotBase: (slot) => slotBase(table.#core.threads, slot) };
-  }
-
-  #givenBack(slot: number): boolean {
-    return Atomics.load(this.#core.words, slotBase(this.#core.threads, slot) + S_NAME_LEN) === TOMBSTONE;
   }
 
   #reach(slot: number): number {
@@ -355,29 +233,13 @@ export class LockTable {
    */
   #slotOf(name: string, create: boolean): number {
     const cached = this.#names.get(name);
-    if (cached !== undefined) {
-      // A queue table's slot may have been given back since (queue/names.ts).
-      if (this.#core.nodes === 0 || stillNamed(this.#core, cached, this.#gens.get(name)!)) return cached;
-      this.forget(name);
-    }
+    if (cached !== undefined) return cached;
     const { words, bytes, slots, threads } = this.#core;
-    const length = Buffer.byteLength(name, 'utf8');
+    const length = wtf8Length(name);
     if (length > NAME_MAX) throw new ERR_OUT_OF_RANGE('name', `at most ${NAME_MAX} UTF-8 bytes`, `${length} bytes`);
     const scratch = this.#scratch;
-    encoder.encodeInto(name, scratch);
+    encodeWtf8Into(name, scratch);
     const hash = fnv1a(scratch, length) | 0;
-    if (this.#core.nodes > 0) {
-      const found = queueSlotOf(this.#core, scratch, length, hash, create);
-      if (found === null) return -1;
-      // A queue table's names come and go (queue/names.ts): remember a bounded number of them.
-      if (this.#names.size >= 2 * this.#core.slots) {
-        this.#names.clear();
-        this.#gens.clear();
-      }
-      this.#names.set(name, found[0]);
-      this.#gens.set(name, found[1]);
-      return found[0];
-    }
     let slot = (hash >>> 0) % slots;
     for (let probes = 0; probes < slots;) {
       const base = slotBase(threads, slot);
@@ -469,9 +331,9 @@ export class LockTable {
   #nameOf(slot: number): string | null {
     const { words, bytes, slots, threads } = this.#core;
     const base = slotBase(threads, slot);
-    if ((Atomics.load(words, base + S_USE) & USE_REACH_MASK) !== USE_NAMED || words[base + S_NAME_LEN] === TOMBSTONE) return null;
+    if ((Atomics.load(words, base + S_USE) & USE_REACH_MASK) !== USE_NAMED) return null;
     const offset = nameOffset(slots, threads, slot);
-    return decoder.decode(bytes.slice(offset, offset + words[base + S_NAME_LEN]));
+    return decodeWtf8(bytes.slice(offset, offset + words[base + S_NAME_LEN]!));
   }
 
   #label(slot: number): string {
@@ -499,24 +361,3 @@ export class LockTable {
     };
   }
 }
-
-/**
- * A table every thread of the process shares, under worker_threads
- * environment data `key`: the main thread makes it (`make`) when latchkey
- * is first imported, so every worker started after that inherits it,
- * whoever starts it (if another copy of latchkey made one already, that
- * one is used). Every thread that loads latchkey watches it, joined or
- * not, to recover the workers it starts. Returns its buffer, or undefined
- * in a worker started before the main thread imported latchkey.
- * @internal
- */
-export function shareWithProcess(key: string, make: () => SharedArrayBuffer): SharedArrayBuffer | undefined {
-  if (isMainThread && !(getEnvironmentData(key) instanceof SharedArrayBuffer)) setEnvironmentData(key, make());
-  const buffer = getEnvironmentData(key);
-  if (!(buffer instanceof SharedArrayBuffer)) return undefined;
-  const words = validate(buffer), id = identityOf(words);
-  watchTable(id, { words, slots: words[H_SLOTS], threads: words[H_THREADS], nodes: words[H_NODES], id, label: (slot) => `#${slot}` });
-  return buffer;
-}
-
-shareWithProcess(ENV_KEY, () => createBuffer(kDefaultSlots, kDefaultThreads));

@@ -22,37 +22,36 @@
  * good: a tid is never reused while a state word still names it.
  */
 import { existsSync, readlinkSync } from 'node:fs';
-import { debuglog } from 'node:util';
 import { getEnvironmentData, isMainThread, setEnvironmentData, threadId, type Worker } from 'node:worker_threads';
 import type { WatchedTable } from './core.js';
 import {
-  KIND_MASK, KIND_SHIFT, S_USE, T_DEAD_MARK, T_LIVE, T_OSTID, T_PARENT, T_RECOVERER, T_RECOVERING, T_WAIT_SLOT, slotBase,
+  H_NODES, H_SLOTS, H_THREADS, KIND_MASK, KIND_SHIFT, S_USE, identityOf, isBorn, T_DEAD_MARK, T_LIVE, T_OSTID, T_PARENT, T_RECOVERER, T_RECOVERING, T_WAIT_SLOT, slotBase,
   threadBase,
 } from './layout.js';
 import { takeHoldings } from './holdings.js';
-import { kindOps, tableRecoveries } from './kinds.js';
+import { kindOps } from './kinds.js';
+import { debug } from './debug.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 
-const debug = debuglog('latchkey');
 
 /** Node threadIds start at 0 (the main thread); entries store id + 1 so 0 means free. */
 const liveMark = (nodeThreadId: number) => nodeThreadId + 1;
 
-// Who started this thread: each thread that loads latchkey tells the workers
-// it starts, through environment data they inherit. Read before overwriting.
+/** Where each thread that loads latchkey tells the workers it starts who started them (environment data they inherit). */
 const PARENT_KEY = 'latchkey:parent-thread';
-const inherited = getEnvironmentData(PARENT_KEY);
-const parentMark = !isMainThread && typeof inherited === 'number' ? liveMark(inherited) : 0;
-setEnvironmentData(PARENT_KEY, threadId);
+/** The live mark of the thread that started this one, as far as latchkey knows (watchThreads() reads it). */
+let parentMark = 0;
 
-/** This thread's OS thread id, 0 where /proc/thread-self cannot say. */
-const osThreadId = (() => {
+/** This thread's OS thread id, 0 where /proc/thread-self cannot say (read when the thread first joins a table). */
+let osThreadId: number | undefined;
+function ownOsThreadId(): number {
+  if (osThreadId !== undefined) return osThreadId;
   try {
-    return Number(readlinkSync('/proc/thread-self').split('/').pop()) || 0;
+    return (osThreadId = Number(readlinkSync('/proc/thread-self').split('/').pop()) || 0);
   } catch {
-    return 0;
+    return (osThreadId = 0);
   }
-})();
+}
 
 /** Claim a registry entry for this thread. */
 export function claimThread(words: Int32Array, threads: number): number {
@@ -62,7 +61,7 @@ export function claimThread(words: Int32Array, threads: number): number {
     const entry = threadBase(tid);
     if (Atomics.compareExchange(words, entry + T_LIVE, 0, mark) === 0) {
       Atomics.store(words, entry + T_PARENT, parentMark);
-      Atomics.store(words, entry + T_OSTID, osThreadId);
+      Atomics.store(words, entry + T_OSTID, ownOsThreadId());
       return tid;
     }
   }
@@ -76,26 +75,36 @@ export function claimThread(words: Int32Array, threads: number): number {
  */
 const watched = new Map<string, WatchedTable>();
 
-// Watch every worker this thread starts, from the moment latchkey is loaded,
-// whoever starts it. The 'exit' event fires after the worker, and every
-// worker it started, has stopped.
-process.on('worker', (worker: Worker) => {
-  const mark = liveMark(worker.threadId);
-  worker.once('exit', () => {
-    for (const table of watched.values()) recoverThread(table, mark, true);
+/**
+ * Watch this thread's workers and its own end, from the moment latchkey is
+ * loaded (src/process.ts calls it once per thread):
+ * - who started this thread is read (before it is overwritten for the
+ *   workers this thread starts: they inherit environment data);
+ * - every worker this thread starts, whoever starts it, is recovered at its
+ *   'exit' event, which fires after it and every worker it started stopped;
+ * - a worker that returns, throws or calls process.exit() releases its own
+ *   locks from its exit hook. If its parent watches the table, the entry
+ *   stays claimed until the parent's 'exit' event (after the thread has
+ *   truly stopped) frees it: an 'exit' listener that runs after this one
+ *   could still take a lock.
+ */
+export function watchThreads(): void {
+  const inherited = getEnvironmentData(PARENT_KEY);
+  parentMark = !isMainThread && typeof inherited === 'number' ? liveMark(inherited) : 0;
+  setEnvironmentData(PARENT_KEY, threadId);
+  process.on('worker', (worker: Worker) => {
+    const mark = liveMark(worker.threadId);
+    worker.once('exit', () => {
+      for (const table of tables()) recoverThread(table, mark, true);
+    });
   });
-});
-
-// A worker that returns, throws or calls process.exit() releases its own
-// locks here. If its parent watches the table, the entry stays claimed
-// until the parent's 'exit' event (after the thread has truly stopped) frees
-// it: an 'exit' listener that runs after this one could still take a lock.
-if (!isMainThread) {
-  process.once('exit', () => {
-    for (const table of watched.values()) {
-      if (ownsEntry(table)) recoverThread(table, liveMark(threadId), !parentWatches(table));
-    }
-  });
+  if (!isMainThread) {
+    process.once('exit', () => {
+      for (const table of tables()) {
+        if (ownsEntry(table)) recoverThread(table, liveMark(threadId), !parentWatches(table));
+      }
+    });
+  }
 }
 
 function ownsEntry(core: WatchedTable): boolean {
@@ -192,6 +201,34 @@ export function watchTable(id: string, table: WatchedTable): void {
   watched.set(id, table);
 }
 
+/** Process-wide tables reserved unborn (memory.ts): watched from their birth, by whichever thread bears them. */
+const reserved: Array<{ buffer: SharedArrayBuffer; recover: WatchedTable['recover'] }> = [];
+
+/**
+ * Recover dead threads in the reserved table `buffer` once it is born,
+ * even if this thread never joins it: a thread recovers the workers it
+ * started in every table they may have used.
+ */
+export function watchReserved(buffer: SharedArrayBuffer, recover?: WatchedTable['recover']): void {
+  reserved.push({ buffer, recover });
+}
+
+/** The tables to scan for a dead thread: the watched ones, and the reserved ones born since. */
+function tables(): Iterable<WatchedTable> {
+  for (let i = reserved.length - 1; i >= 0; i--) {
+    const { buffer, recover } = reserved[i]!;
+    if (!isBorn(buffer)) continue;
+    reserved.splice(i, 1);
+    const words = new Int32Array(buffer, 0, buffer.byteLength / 4), id = identityOf(words);
+    if (watched.has(id)) continue;
+    watched.set(id, {
+      words, f64: new Float64Array(buffer, 0, words.length / 2), slots: words[H_SLOTS]!, threads: words[H_THREADS]!,
+      nodes: words[H_NODES]!, id, label: (slot) => `#${slot}`, recover,
+    });
+  }
+  return watched.values();
+}
+
 /**
  * Release everything the thread whose entry reads `mark` holds in this
  * table, marking it abandoned. `stopped`: the thread has stopped for good
@@ -233,8 +270,8 @@ function recoverEntry(core: WatchedTable, tid: number, mark: number, stopped: bo
     debug('gave back %d of %s held by dead thread %d (tid %d)', count, core.label(slot), mark - 1, tid);
   }
   const retries: Array<() => boolean> = [];
-  for (const recover of tableRecoveries) {
-    const r = recover(core, tid, mark === liveMark(threadId));
+  if (core.recover !== undefined) {
+    const r = core.recover(core, tid, mark === liveMark(threadId));
     released += r.released;
     if (r.retry !== undefined) retries.push(r.retry);
   }

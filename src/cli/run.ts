@@ -17,6 +17,7 @@
  * neither, and the next process takes the lock as soon as it sees the pid
  * dead (file.ts, sqlite.ts: provablyDead).
  */
+import '../process.js'; // what importing latchkey does (the command uses its lock machinery)
 import { parseArgs } from 'node:util';
 import type { LockGuard, LockMode, LockScope } from '../lock-guard.js';
 import { locks } from '../locks.js';

@@ -3,6 +3,7 @@
  * for, as the backend records them (bridge/host/host.ts hostBackend().query()),
  * and the hot locks (hot.ts). A plain table, or JSON with --json.
  */
+import '../process.js'; // what importing latchkey does (the command uses its lock machinery)
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { HostLockEntry } from '../bridge/host/backend.js';

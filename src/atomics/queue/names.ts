@@ -25,7 +25,7 @@
  */
 import type { TableCore, WatchedTable } from '../core.js';
 import {
-  F_ACQUIRED, H_NAMED, H_NAME_LATCH, H_TOKEN_HWM, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_AUX, S_NAME_HASH,
+  F_ACQUIRED, H_NAMED, H_NAME_LATCH, H_TOKEN_HWM, KIND_MASK, KIND_QUEUE, KIND_SHIFT, NAME_MAX, S_AUX, S_NAME_HASH,
   S_NAME_LEN, S_STATE, S_USE, SLOT_WORDS, USE_CLAIMING, USE_NAMED, USE_REACH_MASK, USE_UNUSED, nameOffset, nodeRegionOf, slotBase,
 } from '../layout.js';
 import {
@@ -33,6 +33,7 @@ import {
   OUTER_NONE, anchorOf, latch, poolOf, unlatch,
 } from './word.js';
 import { finishDeferred, recoverIfGone, recoveriesDeferred } from '../threads.js';
+import { decodeWtf8 } from '../name-bytes.js';
 import { ERR_LOCK_TABLE_FULL } from '../../errors.js';
 
 export const TOMBSTONE = -1;
@@ -149,7 +150,7 @@ function insert(core: TableCore, scratch: Uint8Array, length: number, hash: numb
   bytes.set(scratch.subarray(0, length), nameOffset(slots, threads, target));
   Atomics.store(words, base + S_NAME_LEN, length); // publishes the bytes (a reuse)
   if (tomb < 0) {
-    Atomics.store(words, base + S_USE, use | USE_NAMED); // publishes them (a fresh slot)
+    Atomics.store(words, base + S_USE, use | USE_NAMED | (KIND_QUEUE << KIND_SHIFT)); // publishes them (a fresh slot), a queue's
     Atomics.notify(words, base + S_USE);
   }
   Atomics.add(words, H_NAMED, 1);
@@ -219,6 +220,13 @@ function reclaimTombstones(core: TableCore): void {
     }
     nextUnused = (use & USE_REACH_MASK) === USE_UNUSED;
   }
+}
+
+/** The name `slot` holds now, or null (unused, given back, or used by index). Racy: a snapshot. */
+export function nameOfSlot(table: WatchedTable, slot: number): string | null {
+  const w = table.words, base = slotBase(table.threads, slot), length = Atomics.load(w, base + S_NAME_LEN);
+  if ((Atomics.load(w, base + S_USE) & USE_REACH_MASK) !== USE_NAMED || length === TOMBSTONE || length < 0 || length > NAME_MAX) return null;
+  return decodeWtf8(new Uint8Array(w.buffer, nameOffset(table.slots, table.threads, slot), length).slice());
 }
 
 /** Under a queue's latch: whether the handle made for generation `gen` of `slot` still names its queue. */

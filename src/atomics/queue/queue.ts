@@ -1,8 +1,8 @@
 /**
- * RequestQueue: one name's queue of lock requests (queue/word.ts owns the
- * words), driven here by a blocking and an async waiter that share one
- * protocol. locks.ts builds the Web Locks front door on it; the bridge makes
- * a gated queue's outer lock (the host tier).
+ * RequestQueue: one name's queue of lock requests (word.ts owns the words),
+ * driven here by a blocking and an async waiter that share one protocol.
+ * locks.ts builds the Web Locks front door on it; a gated queue's outer
+ * lock (the host or cluster tier) meets it through its seat (outer.ts).
  */
 import { threadId } from 'node:worker_threads';
 import type { TableCore } from '../core.js';
@@ -11,19 +11,20 @@ import { defineKind } from '../kinds.js';
 import { KIND_QUEUE, T_WAIT_SLOT, nodeRegionOf, threadBase } from '../layout.js';
 import type { Wait } from '../options.js';
 import {
-  ACT_RELEASE_OUTER, A_HEAD, A_HELD, ENQ_UNAVAILABLE, ESCALATE, GRANTED, GRANT_ABANDONED, IF_AVAILABLE,
+  ACT_RELEASE_OUTER, A_HEAD, A_HELD, ENQ_UNAVAILABLE, ESCALATE, GRANTED, GRANT_ABANDONED, IF_AVAILABLE, type LockMode,
   MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_CLIENT, N_GRANT, N_MODE, N_NEXT, N_OWNER, N_STATE, N_TOKEN, N_TTL,
-  type NodePool, PENDING, STEAL, STOLEN, type Wakes, allocNode, anchorOf, cancel, enqueue, escalatorStandsDown, freeNode,
-  latch, latchWord, nodeAt, outerGranted, outerKept, outerReleased, poolOf, recordWait, release, snapshot, tryGrant, unlatch, wake,
+  type NodePool, PENDING, type Place, STEAL, STOLEN, type Wakes, allocNode, anchorOf, cancel, enqueue, escalatorStandsDown,
+  freeNode, latch, latchWord, nodeAt, outerGranted, placeOf, outerKept, outerReleased, poolOf, recordWait, release, snapshot, tryGrant,
+  unlatch, wake,
 } from './word.js';
-import './recovery.js';
+import { type OuterLock, type OuterOutcome, OuterSeat, type SeatHost } from './outer.js';
 import { relax, remaining, waitAsyncUntil } from '../wait.js';
 import { finishDeferred, recoveriesDeferred } from '../threads.js';
 import { StaleQueue, stillNamed } from './names.js';
-export { StaleQueue };
 import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../../errors.js';
 
-export type LockMode = 'exclusive' | 'shared';
+export type { LockMode };
+export { StaleQueue };
 
 export interface QueueRequest {
   readonly mode: LockMode;
@@ -43,27 +44,6 @@ export interface QueueGrant {
   readonly abandoned: boolean;
 }
 
-/** What the outer lock's escalator came back with. */
-export type OuterOutcome =
-  | { readonly granted: { readonly token: number; readonly expires: number; readonly previousDied: boolean } }
-  | { readonly gaveUp: 'stood-down' | 'unavailable' }
-  | { readonly failed: unknown };
-
-/**
- * The outer lock of a gated queue (the bridge implements it). The queue
- * calls it from the one thread that is A_OUTER_ACTOR for the name.
- */
-export interface OuterLock {
-  /** Take the outer lock in `mode` for queue `q`, waiting until `wait.deadline` (unless `once`). Blocks the thread. */
-  acquireSync(q: RequestQueue, mode: LockMode, wait: Wait, ttl: number, once: boolean, steal: boolean): OuterOutcome;
-  acquire(q: RequestQueue, mode: LockMode, wait: Wait, ttl: number, once: boolean, steal: boolean): Promise<OuterOutcome>;
-  /**
-   * Give the outer lock back, or keep it with a fresh budget when no other
-   * process waits; then report with q.outerReleased() or q.outerKept().
-   */
-  release(q: RequestQueue): void;
-}
-
 /**
  * Told when a steal released other requests' grants (their threads learn
  * out of band). `tokens[i]`: the token of the grant `nodes[i]` had (its node
@@ -71,15 +51,12 @@ export interface OuterLock {
  */
 export type StolenHook = (q: RequestQueue, nodes: number[], tokens: number[]) => void;
 
-let stolenHook: StolenHook = () => {};
-export function onStolen(hook: StolenHook): void {
-  stolenHook = hook;
-}
-
-const outers = new Map<string, OuterLock>();
-/** Set the outer lock of every gated queue of table `id` in this thread. */
-export function setOuterLock(id: string, outer: OuterLock): void {
-  outers.set(id, outer);
+/** What a queue table's maker gives each of its queues (queue/table.ts): no registry, no hook set at import. */
+export interface QueueWiring {
+  /** The outer lock of a gated table's queues (the host or cluster tier); none for the thread scope. */
+  readonly outer?: OuterLock;
+  /** Where steal notices go (the front door's loss notices). */
+  readonly onStolen: StolenHook;
 }
 
 const modeBits = (mode: LockMode) => (mode === 'shared' ? MODE_SHARED : MODE_EXCLUSIVE);
@@ -92,32 +69,34 @@ const DEFERRED_POLL_MS = 2;
 /** Spin rounds before a wait parks: round n busy-waits 2^n loop turns, ~20 µs in all here. */
 const QUEUE_SPIN_ROUNDS = 15;
 
-export class RequestQueue {
+export class RequestQueue implements SeatHost {
   readonly #core: TableCore;
-  readonly #pool: NodePool;
-  readonly #a: number;
+  readonly #place: Place;
   readonly #latch: number;
+  readonly #wiring: QueueWiring;
   /** Requests to wake after a release, reused: release() is the hot path. */
   readonly #wakes: Wakes = [];
   /** Grants this thread holds in this queue (this handle is this thread's). */
   #heldHere = 0;
   readonly slot: number;
-  readonly name: string | number;
+  readonly name: string;
   readonly gated: boolean;
-
-  /** The slot's generation this handle was made for (queue/names.ts): a slot given back invalidates it. */
+  /** The slot's generation this handle was made for (names.ts): a slot given back invalidates it. */
   readonly gen: number;
+  /** What the outer lock sees of this queue (gated queues only). */
+  readonly seat: OuterSeat | undefined;
 
-  /** @internal Use `table.queue(name)`. */
-  constructor(core: TableCore, slot: number, _base: number, name: string | number, gated: boolean, gen: number) {
+  /** @internal Use `QueueTable.queue(name)`. */
+  constructor(core: TableCore, slot: number, name: string, gated: boolean, gen: number, wiring: QueueWiring) {
     this.gen = gen;
     this.#core = core;
-    this.#pool = poolOf(core, nodeRegionOf(core.slots, core.threads), core.nodes);
-    this.#a = anchorOf(this.#pool, slot);
-    this.#latch = latchWord(this.#pool, slot);
+    this.#place = placeOf(poolOf(core, nodeRegionOf(core.slots, core.threads), core.nodes), slot, gated);
+    this.#latch = latchWord(this.#place.p, slot);
+    this.#wiring = wiring;
     this.slot = slot;
     this.name = name;
     this.gated = gated;
+    this.seat = gated ? new OuterSeat(this, name, core.id, gen) : undefined;
   }
 
   /** The table's identity (layout H_ID). */
@@ -125,16 +104,22 @@ export class RequestQueue {
     return this.#core.id;
   }
 
+  /** @internal For the seat (outer.ts). */
   get pool(): NodePool {
-    return this.#pool;
+    return this.#place.p;
   }
 
+  /** @internal For the seat (outer.ts). */
   get anchor(): number {
-    return this.#a;
+    return this.#place.a;
   }
 
   get tid(): number {
     return this.#core.tid;
+  }
+
+  get #outer(): OuterLock {
+    return this.#wiring.outer!;
   }
 
   /** Run `fn` under this queue's latch, then wake whom it changed and do what it asks of the outer lock. */
@@ -147,19 +132,19 @@ export class RequestQueue {
     } finally {
       unlatch(this.#core.words, this.#latch, this.#core.tid);
     }
-    wake(this.#pool, wakes);
-    if (r.action === ACT_RELEASE_OUTER) outers.get(this.#core.id)!.release(this);
+    wake(this.#place.p, wakes);
+    if (r.action === ACT_RELEASE_OUTER) this.#outer.release(this.seat!);
     return r.value;
   }
 
   /** Report from the outer lock's release(): given back. */
   outerReleased(): void {
-    this.withLatch((wakes) => ({ value: undefined, action: outerReleased(this.#pool, this.slot, this.#a, this.#core.tid, wakes) }));
+    this.withLatch((wakes) => ({ value: undefined, action: outerReleased(this.#place, this.#core.tid, wakes) }));
   }
 
   /** Report from the outer lock's release(): kept, with a fresh budget (no other process waits). */
   outerKept(): void {
-    this.withLatch((wakes) => ({ value: undefined, action: outerKept(this.#pool, this.slot, this.#a, this.#core.tid, wakes) }));
+    this.withLatch((wakes) => ({ value: undefined, action: outerKept(this.#place, this.#core.tid, wakes) }));
   }
 
   /** Blocking request: the grant, or null when `ifAvailable` found it taken. */
@@ -167,7 +152,7 @@ export class RequestQueue {
     const node = this.#enqueue(req);
     if (node < 0) return null;
     this.#spin(node);
-    const w = this.#core.words, state = nodeAt(this.#pool, node) + N_STATE, start = performance.now();
+    const w = this.#core.words, state = nodeAt(this.#place.p, node) + N_STATE, start = performance.now();
     const waitSlot = threadBase(this.#core.tid) + T_WAIT_SLOT;
     let waited = false;
     try {
@@ -176,7 +161,7 @@ export class RequestQueue {
         // STOLEN: granted, then stolen before this thread looked; the front door reports the steal.
         if (s === GRANTED || s === STOLEN) break;
         if (s === ESCALATE) {
-          const outcome = outers.get(this.#core.id)!.acquireSync(this, req.mode, req.wait, req.ttl, req.ifAvailable, req.steal);
+          const outcome = this.#outer.acquireSync(this.seat!, outerRequest(req));
           if (this.#afterEscalation(node, req, outcome) === UNAVAILABLE) return null;
           continue; // the state word says what happened
         }
@@ -208,7 +193,7 @@ export class RequestQueue {
     } finally {
       if (waited) Atomics.store(w, waitSlot, 0);
     }
-    if (waited) recordWait(this.#pool, this.slot, (performance.now() - start) * 1e6);
+    if (waited) recordWait(this.#place.p, this.slot, (performance.now() - start) * 1e6);
     return this.#grantOf(node);
   }
 
@@ -234,12 +219,12 @@ export class RequestQueue {
    * 4 threads ran at half the speed with it). Returns the state seen.
    */
   #spin(node: number): number {
-    const w = this.#core.words, state = nodeAt(this.#pool, node) + N_STATE;
+    const w = this.#core.words, state = nodeAt(this.#place.p, node) + N_STATE;
     let s = Atomics.load(w, state);
     // Only the head spins: it is next, and one spinner beside the holder fits
     // on two cores; the others park (spinning behind it only steals the
     // holder's core: measured, 4 workers fell from 35 k to 19 k requests/s).
-    if (s !== PENDING || this.#heldHere > 0 || this.gated || Atomics.load(w, this.#a + A_HEAD) !== node + 1) return s;
+    if (s !== PENDING || this.#heldHere > 0 || this.gated || Atomics.load(w, this.#place.a + A_HEAD) !== node + 1) return s;
     for (let round = 0; round < QUEUE_SPIN_ROUNDS; round++) {
       relax(1 << round);
       if ((s = Atomics.load(w, state)) !== PENDING) break;
@@ -248,13 +233,13 @@ export class RequestQueue {
   }
 
   async #wait(node: number, req: QueueRequest): Promise<QueueGrant | null> {
-    const w = this.#core.words, state = nodeAt(this.#pool, node) + N_STATE, { signal } = req.wait;
+    const w = this.#core.words, state = nodeAt(this.#place.p, node) + N_STATE, { signal } = req.wait;
     let start = 0;
     for (;;) {
       const s = Atomics.load(w, state);
       if (s === GRANTED || s === STOLEN) break; // STOLEN: as in requestSync()
       if (s === ESCALATE) {
-        const outcome = await outers.get(this.#core.id)!.acquire(this, req.mode, req.wait, req.ttl, req.ifAvailable, req.steal);
+        const outcome = await this.#outer.acquire(this.seat!, outerRequest(req));
         if (this.#afterEscalation(node, req, outcome) === UNAVAILABLE) return null;
         continue; // the state word says what happened
       }
@@ -269,7 +254,7 @@ export class RequestQueue {
       }
       await waitAsyncUntil(w, state, PENDING, req.wait.deadline, signal);
     }
-    if (start !== 0) recordWait(this.#pool, this.slot, (performance.now() - start) * 1e6);
+    if (start !== 0) recordWait(this.#place.p, this.slot, (performance.now() - start) * 1e6);
     return this.#grantOf(node);
   }
 
@@ -279,36 +264,36 @@ export class RequestQueue {
     let r: { released: boolean; action: number };
     latch(w, this.#latch, tid, this.#core);
     try {
-      r = release(this.#pool, this.slot, this.#a, grant.node, this.gated, tid, wakes);
+      r = release(this.#place, grant.node, tid, wakes);
     } finally {
       unlatch(w, this.#latch, tid);
     }
     if (wakes.length > 0) {
-      wake(this.#pool, wakes);
+      wake(this.#place.p, wakes);
       wakes.length = 0;
     }
-    if (r.action === ACT_RELEASE_OUTER) outers.get(this.#core.id)!.release(this);
-    freeNode(this.#core, this.#pool, grant.node);
+    if (r.action === ACT_RELEASE_OUTER) this.#outer.release(this.seat!);
+    freeNode(this.#core, this.#place.p, grant.node);
     this.#heldHere--;
     return r.released;
   }
 
   /** Whether the grant still holds (false once stolen). */
   holds(grant: QueueGrant): boolean {
-    return Atomics.load(this.#core.words, nodeAt(this.#pool, grant.node) + N_STATE) === GRANTED;
+    return Atomics.load(this.#core.words, nodeAt(this.#place.p, grant.node) + N_STATE) === GRANTED;
   }
 
   /** Held and pending requests, in order; none when the slot no longer names this queue (given back). */
   snapshot(): ReturnType<typeof snapshot> {
     return this.withLatch(() => ({
-      value: stillNamed(this.#core, this.slot, this.gen) ? snapshot(this.#pool, this.#a) : { held: [], pending: [] },
+      value: stillNamed(this.#core, this.slot, this.gen) ? snapshot(this.#place.p, this.#place.a) : { held: [], pending: [] },
       action: 0,
     }));
   }
 
   /** Enqueue a new request; its node, or -1 when ifAvailable found the lock taken. */
   #enqueue(req: QueueRequest): number {
-    const pool = this.#pool, node = allocNode(this.#core, pool), at = nodeAt(pool, node), w = pool.words;
+    const pool = this.#place.p, node = allocNode(this.#core, pool), at = nodeAt(pool, node), w = pool.words;
     w[at + N_MODE] = modeBits(req.mode) | (req.steal ? STEAL : 0) | (req.ifAvailable ? IF_AVAILABLE : 0);
     w[at + N_CLIENT] = threadId + 1;
     w[at + N_TTL] = req.ttl;
@@ -320,7 +305,7 @@ export class RequestQueue {
       let granted = false;
       try {
         stale = !stillNamed(this.#core, this.slot, this.gen);
-        if (!stale) granted = tryGrant(pool, this.slot, this.#a, node);
+        if (!stale) granted = tryGrant(this.#place, node);
       } finally {
         unlatch(w, this.#latch, tid);
       }
@@ -329,7 +314,7 @@ export class RequestQueue {
     let stolen: number[] = [], tokens: number[] = [];
     const outcome = stale ? ENQ_STALE : this.withLatch((wakes) => {
       if (!stillNamed(this.#core, this.slot, this.gen)) return { value: ENQ_STALE, action: 0 };
-      const r = enqueue(pool, this.slot, this.#a, node, this.gated, tid, wakes);
+      const r = enqueue(this.#place, node, tid, wakes);
       stolen = r.stolen;
       // Under the latch: once it is let go, a holder may free its stolen node and reuse it.
       tokens = stolen.map((n) => pool.f64[(nodeAt(pool, n) + N_TOKEN) >> 1]!);
@@ -339,7 +324,7 @@ export class RequestQueue {
       freeNode(this.#core, pool, node);
       throw new StaleQueue();
     }
-    if (stolen.length > 0) stolenHook(this, stolen, tokens);
+    if (stolen.length > 0) this.#wiring.onStolen(this, stolen, tokens);
     if (outcome === ENQ_UNAVAILABLE) {
       freeNode(this.#core, pool, node);
       return -1;
@@ -355,9 +340,9 @@ export class RequestQueue {
    */
   #afterEscalation(node: number, req: QueueRequest, outcome: OuterOutcome): typeof AGAIN | typeof UNAVAILABLE {
     if ('granted' in outcome) {
-      const { token, expires, previousDied } = outcome.granted;
+      const { token, expires, abandoned } = outcome.granted, grant = { mode: modeBits(req.mode), token, expires, ttl: req.ttl, abandoned };
       const ok = this.withLatch((wakes) => {
-        const r = outerGranted(this.#pool, this.slot, this.#a, node, modeBits(req.mode), token, expires, req.ttl, previousDied, this.#core.tid, wakes);
+        const r = outerGranted(this.#place, node, grant, this.#core.tid, wakes);
         return { value: r.ok, action: r.action };
       });
       // Only the escalator's own cancel takes the role away, and it is this thread.
@@ -369,7 +354,7 @@ export class RequestQueue {
       return AGAIN; // granted after all, through another escalator
     }
     if (outcome.gaveUp === 'stood-down') {
-      this.withLatch((wakes) => ({ value: undefined, action: escalatorStandsDown(this.#pool, this.slot, this.#a, node, this.#core.tid, wakes) }));
+      this.withLatch((wakes) => ({ value: undefined, action: escalatorStandsDown(this.#place, node, this.#core.tid, wakes) }));
       return AGAIN;
     }
     return this.#giveUp(node) ? UNAVAILABLE : AGAIN;
@@ -378,20 +363,20 @@ export class RequestQueue {
   /** Withdraw a request not yet granted; false if it was granted meanwhile (the caller holds it). */
   #giveUp(node: number): boolean {
     const cancelled = this.withLatch((wakes) => {
-      const r = cancel(this.#pool, this.slot, this.#a, node, this.gated, this.#core.tid, wakes);
+      const r = cancel(this.#place, node, this.#core.tid, wakes);
       return { value: r.cancelled, action: r.action };
     });
-    if (cancelled) freeNode(this.#core, this.#pool, node);
+    if (cancelled) freeNode(this.#core, this.#place.p, node);
     return cancelled;
   }
 
   /** Whether this thread has another request in the queue: a blocking wait behind it could never end. */
   #ownsAnother(node: number): boolean {
     return this.withLatch(() => {
-      const w = this.#pool.words, tid = this.#core.tid;
+      const p = this.#place.p, w = p.words, tid = this.#core.tid, a = this.#place.a;
       for (const list of [A_HELD, A_HEAD]) {
-        for (let n = w[this.#a + list], guard = 0; n !== 0 && guard < this.#pool.nodes; n = w[nodeAt(this.#pool, n - 1) + N_NEXT], guard++) {
-          if (n - 1 !== node && w[nodeAt(this.#pool, n - 1) + N_OWNER] === tid) return { value: true, action: 0 };
+        for (let n = w[a + list]!, guard = 0; n !== 0 && guard < p.nodes; n = w[nodeAt(p, n - 1) + N_NEXT]!, guard++) {
+          if (n - 1 !== node && w[nodeAt(p, n - 1) + N_OWNER] === tid) return { value: true, action: 0 };
         }
       }
       return { value: false, action: 0 };
@@ -400,15 +385,17 @@ export class RequestQueue {
 
   #grantOf(node: number): QueueGrant {
     this.#heldHere++;
-    const w = this.#pool.words, at = nodeAt(this.#pool, node);
+    const p = this.#place.p, w = p.words, at = nodeAt(p, node);
     return {
       node,
-      mode: (w[at + N_MODE] & MODE_MASK) === MODE_SHARED ? 'shared' : 'exclusive',
-      token: this.#pool.f64[(at + N_TOKEN) >> 1],
-      abandoned: (w[at + N_GRANT] & GRANT_ABANDONED) !== 0,
+      mode: (w[at + N_MODE]! & MODE_MASK) === MODE_SHARED ? 'shared' : 'exclusive',
+      token: p.f64[(at + N_TOKEN) >> 1]!,
+      abandoned: (w[at + N_GRANT]! & GRANT_ABANDONED) !== 0,
     };
   }
 }
+
+const outerRequest = (req: QueueRequest) => ({ mode: req.mode, wait: req.wait, ttl: req.ttl, once: req.ifAvailable, steal: req.steal });
 
 defineKind(KIND_QUEUE, {
   holders: (table, _base, slot) => {

@@ -1,47 +1,37 @@
 /**
- * Recovery of a dead thread's requests (queue/word.ts). Runs once per table
- * from threads.ts, after the thread has stopped (or from its own exit hook):
+ * Recovery of a dead thread's requests (word.ts). Runs once per table from
+ * threads.ts, after the thread has stopped (or from its own exit hook):
  * every queue the thread had a node in, or whose latch it held, is repaired
  * under its latch, taken on the dead thread's behalf. The dead thread's
  * holds are released (the next grant is told `abandoned`), its pending
  * requests leave the queue, and everybody left in the queue is woken.
  *
  * A gated queue's outer lock needs I/O the thread tier cannot do: the
- * outer recovery registered for the table (the bridge's) gives it back when
- * the dead thread was in the middle of fetching or returning it, or when
- * its death left the outer lock with nobody to use it.
+ * table's outer lock (outer.ts OuterLock.giveBack, wired by whoever made the
+ * table) gives it back when the dead thread was in the middle of fetching or
+ * returning it, or when its death left the outer lock with nobody to use it.
  */
-import type { WatchedTable } from '../core.js';
-import { defineTableRecovery } from '../kinds.js';
+import type { TableRecovery, WatchedTable } from '../core.js';
 import { H_FLAGS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_USE, TABLE_GATED, nodeRegionOf, slotBase } from '../layout.js';
 import {
   ACT_RELEASE_OUTER, A_OUTER, A_OUTER_ACTOR, A_OUTER_FLAGS, A_OUTER_NODE, FREE, LATCH_OWNER, N_OWNER, N_STATE,
-  type NodePool, OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, anchorOf, latchWord, nodeAt, nodesOf, poolOf, repair,
+  type NodePool, OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, type Place, latchWord, nodeAt, nodesOf, placeOf, poolOf, repair,
   forgetKeptNodes, settle, unlatch, wakeAll,
 } from './word.js';
-import { debuglog } from 'node:util';
+import type { OuterLock } from './outer.js';
+import { debug } from '../debug.js';
 import { recoverIfGone } from '../threads.js';
-import { recoverNameLatch } from './names.js';
+import { nameOfSlot, recoverNameLatch } from './names.js';
 
-const debug = debuglog('latchkey');
-
-/** What the bridge does for a gated table's outer lock when a thread died in the way. */
-export interface OuterRecovery {
-  /**
-   * This process may hold the outer lock of `slot` with nobody local left
-   * to give it back: give it back now (synchronously), saying whether its
-   * last holder died holding it. Must be safe when nothing is held.
-   */
-  giveBack(table: WatchedTable, slot: number, abandoned: boolean): void;
+/**
+ * The recovery of a queue table's dead threads. `outer`: the table's outer
+ * lock, for a gated table (asked for only when needed: it may start a tier).
+ */
+export function queueRecovery(outer?: () => OuterLock): TableRecovery {
+  return (table, dead, self) => recoverQueues(table, dead, self, outer);
 }
 
-const outerRecoveries = new Map<string, OuterRecovery>();
-
-export function setOuterRecovery(id: string, recovery: OuterRecovery): void {
-  outerRecoveries.set(id, recovery);
-}
-
-function recoverQueues(table: WatchedTable, dead: number, self: boolean): { released: number; retry?: () => boolean } {
+function recoverQueues(table: WatchedTable, dead: number, self: boolean, outer: (() => OuterLock) | undefined): { released: number; retry?: () => boolean } {
   if (table.nodes === 0) return { released: 0 };
   const pool = poolOf(table, nodeRegionOf(table.slots, table.threads), table.nodes), w = table.words;
   // Its nodes go back to the pool below (or in the parent's recovery): the ones this thread kept are not its own any more.
@@ -57,7 +47,7 @@ function recoverQueues(table: WatchedTable, dead: number, self: boolean): { rele
   let blocked = [...slots];
   const attempt = (): boolean => {
     blocked = blocked.filter((slot) => {
-      const r = recoverSlot(table, pool, slot, dead);
+      const r = recoverSlot(table, pool, slot, dead, outer);
       if (r === BLOCKED) return true;
       released += r;
       return false;
@@ -98,14 +88,14 @@ function latchFor(table: WatchedTable, at: number, dead: number): boolean {
 }
 
 /** Repair one queue for the dead thread: 1 if it held it, 0 if not, BLOCKED to come back later. */
-function recoverSlot(table: WatchedTable, pool: NodePool, slot: number, dead: number): number {
-  const w = pool.words, a = anchorOf(pool, slot), at = latchWord(pool, slot);
+function recoverSlot(table: WatchedTable, pool: NodePool, slot: number, dead: number, outer: (() => OuterLock) | undefined): number {
+  const w = pool.words, q = placeOf(pool, slot, (w[H_FLAGS]! & TABLE_GATED) !== 0), at = latchWord(pool, slot);
   if (!latchFor(table, at, dead)) return BLOCKED;
   let held = false;
   try {
-    held = repair(pool, slot, a, dead);
-    if ((w[H_FLAGS] & TABLE_GATED) !== 0) recoverOuter(table, pool, slot, a, dead, held);
-    else settle(pool, slot, a, false, dead, []);
+    held = repair(q, dead);
+    if (q.gated) recoverOuter(table, q, dead, held, outer);
+    else settle(q, dead, []);
   } finally {
     unlatch(w, at, dead);
   }
@@ -114,11 +104,12 @@ function recoverSlot(table: WatchedTable, pool: NodePool, slot: number, dead: nu
   return held ? 1 : 0;
 }
 
-function recoverOuter(table: WatchedTable, pool: NodePool, slot: number, a: number, dead: number, held: boolean): void {
-  const w = pool.words, outer = w[a + A_OUTER];
+function recoverOuter(table: WatchedTable, q: Place, dead: number, held: boolean, outerOf: (() => OuterLock) | undefined): void {
+  const { p: pool, slot, a } = q, w = pool.words, outer = w[a + A_OUTER];
   const giveBack = (abandoned: boolean) => {
     try {
-      outerRecoveries.get(table.id)?.giveBack(table, slot, abandoned);
+      const name = nameOfSlot(table, slot);
+      if (name !== null) outerOf?.().giveBack(name, abandoned);
     } catch (err) {
       debug('could not give back the outer lock of %s: %s', table.label(slot), (err as Error).message);
     }
@@ -132,7 +123,6 @@ function recoverOuter(table: WatchedTable, pool: NodePool, slot: number, a: numb
     giveBack(held);
   }
   // Its death may leave an outer grant nobody local will use.
-  for (let rounds = 0; rounds < 4 && settle(pool, slot, a, true, dead, []) === ACT_RELEASE_OUTER; rounds++) giveBack(held);
+  for (let rounds = 0; rounds < 4 && settle(q, dead, []) === ACT_RELEASE_OUTER; rounds++) giveBack(held);
 }
 
-defineTableRecovery(recoverQueues);

@@ -85,7 +85,7 @@
  */
 import type { TableCore, WatchedTable } from '../core.js';
 import {
-  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_KEEPER, H_KEEPER_BELL, KEEPER_RUNNING, NODE_WORDS, S_BELL,
+  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_HELPER, H_HELPER_BELL, HELPER_RUNNING, NODE_WORDS, S_BELL,
   S_STATE, T_LIVE, T_RECOVERING, slotBase, threadBase,
 } from '../layout.js';
 import { SpinWait } from '../wait.js';
@@ -160,6 +160,9 @@ export const GRANTED = 3;
 export const RELEASED = 4;
 export const CANCELLED = 5;
 export const STOLEN = 6;
+
+/** A request's mode, as the Web Locks API names it (N_MODE holds MODE_EXCLUSIVE or MODE_SHARED). */
+export type LockMode = 'exclusive' | 'shared';
 
 export const MODE_EXCLUSIVE = 1;
 export const MODE_SHARED = 2;
@@ -249,6 +252,16 @@ export interface NodePool {
 }
 
 export const anchorOf = (p: NodePool, slot: number) => p.region + slot * ANCHOR_WORDS;
+
+/** Where one queue lives: its table's pool, its slot, its anchor, and whether it is gated (H_FLAGS). */
+export interface Place {
+  readonly p: NodePool;
+  readonly slot: number;
+  readonly a: number;
+  readonly gated: boolean;
+}
+
+export const placeOf = (p: NodePool, slot: number, gated: boolean): Place => ({ p, slot, a: anchorOf(p, slot), gated });
 export const nodeAt = (p: NodePool, node: number) => p.region + node * NODE_WORDS;
 export const firstRequest = (p: NodePool) => 2 * p.slots;
 
@@ -348,7 +361,8 @@ function compatible(p: NodePool, a: number, mode: number): boolean {
 }
 
 /** Grant `node` (already unlinked from pending): make it a holder, give it its token. */
-function grant(p: NodePool, slot: number, a: number, node: number, gated: boolean, wakes: Wakes | null): void {
+function grant(q: Place, node: number, wakes: Wakes | null): void {
+  const { p, slot, a, gated } = q;
   const w = p.words, at = nodeAt(p, node), f = p.f64;
   const mode = w[at + N_MODE] & MODE_MASK;
   let token: number;
@@ -424,7 +438,8 @@ function escalate(p: NodePool, a: number, node: number, wakes: Wakes): void {
  * start an escalation or ask the caller to give the outer lock back.
  * `tid` becomes A_OUTER_ACTOR when ACT_RELEASE_OUTER is returned.
  */
-export function settle(p: NodePool, slot: number, a: number, gated: boolean, tid: number, wakes: Wakes): number {
+export function settle(q: Place, tid: number, wakes: Wakes): number {
+  const { p, a, gated } = q;
   const w = p.words;
   for (;;) {
     const head = w[a + A_HEAD];
@@ -435,25 +450,25 @@ export function settle(p: NodePool, slot: number, a: number, gated: boolean, tid
       const outer = w[a + A_OUTER];
       if (outer === OUTER_HELD && outerCovers(p, a, mode) && budgetLeft(p, a, flags)) {
         unlink(p, a, A_HEAD, A_TAIL, node);
-        grant(p, slot, a, node, true, wakes);
+        grant(q, node, wakes);
         continue;
       }
       if (outer === OUTER_NONE && w[a + A_HELD_COUNT] === 0) escalate(p, a, node, wakes);
       break;
     }
     unlink(p, a, A_HEAD, A_TAIL, node);
-    grant(p, slot, a, node, false, wakes);
+    grant(q, node, wakes);
   }
   // An outer grant nobody local can use any more: idle, spent, or of the wrong mode.
   if (gated && w[a + A_OUTER] === OUTER_HELD && w[a + A_HELD_COUNT] === 0) {
     const head = w[a + A_HEAD], flags = head === 0 ? 0 : w[nodeAt(p, head - 1) + N_MODE];
     if (head === 0 && budgetLeft(p, a, 0) && (w[a + A_OUTER_FLAGS] & OUTER_COMPROMISED) === 0
-      && Atomics.load(w, H_KEEPER) === KEEPER_RUNNING) {
+      && Atomics.load(w, H_HELPER) === HELPER_RUNNING) {
       // Idle: linger, the keeper gives it back after LINGER_MS.
       if (p.f64[f64At(a + A_OUTER_IDLE)] === 0) {
         p.f64[f64At(a + A_OUTER_IDLE)] = performance.timeOrigin + performance.now();
-        Atomics.add(w, H_KEEPER_BELL, 1);
-        Atomics.notify(w, H_KEEPER_BELL);
+        Atomics.add(w, H_HELPER_BELL, 1);
+        Atomics.notify(w, H_HELPER_BELL);
       }
       return ACT_NONE;
     }
@@ -473,13 +488,14 @@ export function settle(p: NodePool, slot: number, a: number, gated: boolean, tid
  * queued and the held mode allows it, in a queue without an outer lock and
  * for a request without steal. False changes nothing. Under the latch.
  */
-export function tryGrant(p: NodePool, slot: number, a: number, node: number): boolean {
+export function tryGrant(q: Place, node: number): boolean {
+  const { p, slot, a } = q;
   const w = p.words, at = nodeAt(p, node);
   if (w[a + A_HEAD] !== 0 || !compatible(p, a, w[at + N_MODE] & MODE_MASK)) return false;
   w[at + N_SLOT] = slot + 1;
   w[at + N_SEQ] = w[a + A_SEQ]++;
   w[at + N_GRANT] = 0;
-  grant(p, slot, a, node, false, null);
+  grant(q, node, null);
   return true;
 }
 
@@ -500,7 +516,8 @@ export interface EnqueueResult {
  * Put the request `node` (fields N_MODE, N_CLIENT, N_TTL written by the
  * caller) into the queue of `slot`. Under the latch.
  */
-export function enqueue(p: NodePool, slot: number, a: number, node: number, gated: boolean, tid: number, wakes: Wakes): EnqueueResult {
+export function enqueue(q: Place, node: number, tid: number, wakes: Wakes): EnqueueResult {
+  const { p, slot, a, gated } = q;
   const w = p.words, at = nodeAt(p, node), flags = w[at + N_MODE], mode = flags & MODE_MASK;
   w[at + N_SLOT] = slot + 1;
   w[at + N_SEQ] = w[a + A_SEQ]++;
@@ -533,7 +550,7 @@ export function enqueue(p: NodePool, slot: number, a: number, node: number, gate
     Atomics.store(w, at + N_STATE, PENDING);
     linkTail(p, a, A_HEAD, A_TAIL, node);
   }
-  const action = settle(p, slot, a, gated, tid, wakes);
+  const action = settle(q, tid, wakes);
   const state = w[at + N_STATE];
   // The caller is the thread of `node`: it needs no wake-up for its own node.
   const mine = wakes.indexOf(node);
@@ -546,7 +563,8 @@ export function enqueue(p: NodePool, slot: number, a: number, node: number, gate
  * that failed to escalate). Returns false if it was granted meanwhile: the
  * caller then holds it. The node is left CANCELLED, in no list.
  */
-export function cancel(p: NodePool, slot: number, a: number, node: number, gated: boolean, tid: number, wakes: Wakes): { cancelled: boolean; action: number } {
+export function cancel(q: Place, node: number, tid: number, wakes: Wakes): { cancelled: boolean; action: number } {
+  const { p, a, gated } = q;
   const w = p.words, at = nodeAt(p, node), state = w[at + N_STATE];
   if (state === GRANTED) return { cancelled: false, action: ACT_NONE };
   if (state === PENDING || state === ESCALATE) unlink(p, a, A_HEAD, A_TAIL, node);
@@ -557,28 +575,39 @@ export function cancel(p: NodePool, slot: number, a: number, node: number, gated
     w[a + A_OUTER_ACTOR] = 0;
   }
   Atomics.store(w, at + N_STATE, CANCELLED);
-  return { cancelled: true, action: settle(p, slot, a, gated, tid, wakes) };
+  return { cancelled: true, action: settle(q, tid, wakes) };
 }
 
 /** Release a held request. Returns false if it had been stolen (nothing to release). */
-export function release(p: NodePool, slot: number, a: number, node: number, gated: boolean, tid: number, wakes: Wakes): { released: boolean; action: number } {
+export function release(q: Place, node: number, tid: number, wakes: Wakes): { released: boolean; action: number } {
+  const { p, a } = q;
   const w = p.words, at = nodeAt(p, node);
   if (w[at + N_STATE] !== GRANTED) return { released: false, action: ACT_NONE };
   unlink(p, a, A_HELD, -1, node);
   w[a + A_HELD_COUNT] -= 1;
   if (w[a + A_HELD_COUNT] === 0) w[a + A_HELD_MODE] = 0;
   Atomics.store(w, at + N_STATE, RELEASED);
-  return { released: true, action: settle(p, slot, a, gated, tid, wakes) };
+  return { released: true, action: settle(q, tid, wakes) };
 }
 
 /**
  * The escalator got the outer grant. Returns false if it is no longer the
  * escalator (it stood down, or was cancelled): the grant is not the queue's.
  */
-export function outerGranted(
-  p: NodePool, slot: number, a: number, node: number, mode: number, token: number, expires: number, ttl: number,
-  previousDied: boolean, tid: number, wakes: Wakes,
-): { ok: boolean; action: number } {
+/** The escalator's outer grant, as outerGranted() applies it. */
+export interface OuterGrantFields {
+  /** MODE_EXCLUSIVE or MODE_SHARED. */
+  readonly mode: number;
+  readonly token: number;
+  /** Lease end, epoch ms. */
+  readonly expires: number;
+  readonly ttl: number;
+  /** The previous holder died holding it: the first local grant is told. */
+  readonly abandoned: boolean;
+}
+
+export function outerGranted(q: Place, node: number, grant: OuterGrantFields, tid: number, wakes: Wakes): { ok: boolean; action: number } {
+  const { p, a } = q, { mode, token, expires, ttl, abandoned: previousDied } = grant;
   const w = p.words, f = p.f64;
   if (w[a + A_OUTER_NODE] !== node + 1) return { ok: false, action: ACT_NONE };
   w[a + A_OUTER] = OUTER_HELD;
@@ -594,7 +623,7 @@ export function outerGranted(
   f[f64At(a + A_OUTER_EXPIRES)] = expires;
   const at = nodeAt(p, node);
   if (w[at + N_STATE] === ESCALATE) Atomics.store(w, at + N_STATE, PENDING);
-  const action = settle(p, slot, a, true, tid, wakes);
+  const action = settle(q, tid, wakes);
   const mine = wakes.indexOf(node);
   if (mine >= 0) wakes.splice(mine, 1);
   return { ok: true, action };
@@ -605,7 +634,8 @@ export function outerGranted(
  * gives the role back: its request waits as an ordinary pending one, and
  * settle() makes the stealer the escalator.
  */
-export function escalatorStandsDown(p: NodePool, slot: number, a: number, node: number, tid: number, wakes: Wakes): number {
+export function escalatorStandsDown(q: Place, node: number, tid: number, wakes: Wakes): number {
+  const { p, a } = q;
   const w = p.words, at = nodeAt(p, node);
   if (w[a + A_OUTER_NODE] === node + 1) {
     w[a + A_OUTER] = OUTER_NONE;
@@ -613,7 +643,7 @@ export function escalatorStandsDown(p: NodePool, slot: number, a: number, node: 
     w[a + A_OUTER_ACTOR] = 0;
   }
   if (w[at + N_STATE] === ESCALATE) Atomics.store(w, at + N_STATE, PENDING);
-  const action = settle(p, slot, a, true, tid, wakes);
+  const action = settle(q, tid, wakes);
   const mine = wakes.indexOf(node);
   if (mine >= 0) wakes.splice(mine, 1);
   return action;
@@ -630,23 +660,25 @@ export function stealerWaiting(p: NodePool, a: number, node: number): boolean {
  * holder's death (ABANDONED_NEXT) if nobody local was told: the news goes
  * to the next process, not to the next local grant.
  */
-export function outerReleased(p: NodePool, slot: number, a: number, tid: number, wakes: Wakes): number {
+export function outerReleased(q: Place, tid: number, wakes: Wakes): number {
+  const { p, a } = q;
   const w = p.words;
   w[a + A_OUTER] = OUTER_NONE;
   w[a + A_OUTER_ACTOR] = 0;
   w[a + A_OUTER_FLAGS] = 0;
   w[a + A_FLAGS] &= ~ABANDONED_NEXT;
-  return settle(p, slot, a, true, tid, wakes);
+  return settle(q, tid, wakes);
 }
 
 /** The releaser found no other process waiting: keep the outer grant, with a fresh budget. */
-export function outerKept(p: NodePool, slot: number, a: number, tid: number, wakes: Wakes): number {
+export function outerKept(q: Place, tid: number, wakes: Wakes): number {
+  const { p, a } = q;
   const w = p.words;
   w[a + A_OUTER] = OUTER_HELD;
   w[a + A_OUTER_ACTOR] = 0;
   w[a + A_BUDGET_BASE] = w[a + A_PASSES]; // passes go on: they are the tokens
   p.f64[f64At(a + A_OUTER_SINCE)] = performance.timeOrigin + performance.now();
-  return settle(p, slot, a, true, tid, wakes);
+  return settle(q, tid, wakes);
 }
 
 export function ringOuterBell(p: NodePool, slot: number): void {
@@ -704,7 +736,8 @@ export function snapshot(p: NodePool, a: number): { held: QueueEntry[]; pending:
  * abandoned. Under the latch, held by or for `dead`. Returns whether a dead
  * thread held it.
  */
-export function repair(p: NodePool, slot: number, a: number, dead: number): boolean {
+export function repair(q: Place, dead: number): boolean {
+  const { p, slot, a } = q;
   const w = p.words;
   const pending: number[] = [], held: number[] = [];
   let deadHeld = false;

@@ -16,25 +16,18 @@
  *
  * query() from any thread comes on the BroadcastChannel QUERY_CHANNEL.
  */
-import { debuglog } from 'node:util';
 import { BroadcastChannel } from 'node:worker_threads';
 import pg from 'pg';
-import { H_KEEPER, H_KEEPER_BELL, KEEPER_SERVING } from '../../atomics/layout.js';
-import { LockTable } from '../../atomics/table.js';
+import { HELPER_SERVING } from '../../atomics/queue/table.js';
 import type { LockMode, RequestQueue } from '../../atomics/queue/queue.js';
-import {
-  A_OUTER, A_OUTER_FLAGS, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN,
-  OUTER_ACQUIRING, OUTER_COMPROMISED, OUTER_HELD, OUTER_NONE, OUTER_RELEASING, heldGrants, ringOuterBell,
-} from '../../atomics/queue/word.js';
 import {
   ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,
   QUERY_CHANNEL, RES_DIED, RES_ERROR, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, clusterTable, clusterUrl,
 } from './cluster.js';
 import { CLIENT_OPTIONS, Session, kindOf } from './postgres.js';
-import { broadcastLoss } from '../../loss.js';
-import { hostEvent } from '../../observe.js';
-
-const debug = debuglog('latchkey');
+import { storeKey } from '../keys.js';
+import { announceLoss } from '../../loss.js';
+import { debug, hostEvent } from '../../observe.js';
 
 /** How often an acquisition nobody woke is tried again (a holder that died sends no NOTIFY). */
 export const POLL_MS = 200;
@@ -43,12 +36,13 @@ const HEARTBEAT_MS = 2_000;
 const HEARTBEAT_TIMEOUT_MS = 6_000;
 
 const table = clusterTable();
-const words = LockTable.unsafeExposeInternals(table).core.words;
+const helper = table.helper;
 const url = clusterUrl();
 let session: Session | undefined;
 let listener: pg.Client | undefined;
 /** What this process's session holds, by slot. */
-const held = new Map<number, { name: string; mode: LockMode; token: number }>();
+/** (`key`: the name as the server keeps it, keys.ts; `name`: as the queue does.) */
+const held = new Map<number, { name: string; key: string; mode: LockMode; token: number }>();
 /** Acquisitions to try again, by slot: the request number they answer. */
 const pending = new Map<number, { seq: number; name: string; mode: LockMode }>();
 /** The last request number handled, by slot. */
@@ -92,38 +86,25 @@ const LOST_GRANT_MS = 5_000;
  * unaware.
  */
 function compromise(q: RequestQueue, name: string, token: number, detail: string, until: number): void {
-  const found = q.withLatch(() => {
-    const w = q.pool.words, f = q.pool.f64, a = q.anchor;
-    const outer = w[a + A_OUTER];
-    if (outer === OUTER_ACQUIRING && f[(a + A_OUTER_REP_TOKEN) >> 1] === token) return { value: null, action: 0 };
-    if ((outer !== OUTER_HELD && outer !== OUTER_RELEASING) || f[(a + A_OUTER_TOKEN) >> 1] !== token) return { value: undefined, action: 0 };
-    w[a + A_OUTER_FLAGS]! |= OUTER_COMPROMISED;
-    return { value: heldGrants(q.pool, a), action: 0 };
-  });
-  if (found === null) {
+  const found = q.seat!.compromise(token);
+  if (found === 'not-taken-up') {
     if (performance.now() < until) setTimeout(() => compromise(q, name, token, detail, until), 1);
     return;
   }
-  if (found === undefined || found.nodes.length === 0) return;
+  if (found === null || found.nodes.length === 0) return;
   hostEvent('lost', name, { scope: 'cluster', detail });
-  broadcastLoss({
-    table: q.tableId, nodes: found.nodes, reason: 'owner-changed', detail: `the PostgreSQL session that held it ended: ${detail}`,
-    grants: { slot: q.slot, gen: q.gen, tokens: found.tokens },
-  });
+  announceLoss(q.tableId, found.nodes, 'owner-changed', `the PostgreSQL session that held it ended: ${detail}`,
+    { slot: q.slot, gen: q.gen, tokens: found.tokens });
 }
 
 function reply(q: RequestQueue, seq: number, result: number, token = 0): void {
-  const w = q.pool.words, a = q.anchor;
-  q.pool.f64[(a + A_OUTER_REP_TOKEN) >> 1] = token;
-  Atomics.store(w, a + A_OUTER_REP_RESULT, result);
-  Atomics.store(w, a + A_OUTER_REP, seq); // last: the requester reads the number, then the result
-  ringOuterBell(q.pool, q.slot);
+  q.seat!.mailbox.reply(seq, result, token);
 }
 
 const errorResult = (err: unknown) => RES_ERROR + ERROR_KINDS.indexOf(kindOf(err));
 
 /** Whether request `seq` of the slot is still the one to answer (no cancel or newer request came meanwhile). */
-const current = (q: RequestQueue, seq: number) => Atomics.load(q.pool.words, q.anchor + A_OUTER_REQ) === seq;
+const current = (q: RequestQueue, seq: number) => q.seat!.mailbox.request().seq === seq;
 
 async function attempt(q: RequestQueue, seq: number, name: string, mode: LockMode, once: boolean): Promise<void> {
   try {
@@ -134,7 +115,7 @@ async function attempt(q: RequestQueue, seq: number, name: string, mode: LockMod
     if (r.granted && (s.lost || session !== s)) throw new Error('Connection lost: the PostgreSQL session ended as it granted the lock');
     if (r.granted) {
       pending.delete(q.slot);
-      held.set(q.slot, { name, mode, token: r.token });
+      held.set(q.slot, { name: q.name, key: name, mode, token: r.token });
       // Cancelled while the attempt was on its way: the requester gave up, give it back.
       if (!current(q, seq)) await giveBack(q.slot);
       else reply(q, seq, RES_GRANTED | (r.died ? RES_DIED : 0), r.token);
@@ -159,17 +140,17 @@ async function giveBack(slot: number, abandoned = false): Promise<void> {
   const grant = held.get(slot);
   if (grant === undefined) return;
   held.delete(slot);
-  await session?.release(grant.name, grant.mode, abandoned).catch((err: Error) => {
+  await session?.release(grant.key, grant.mode, abandoned).catch((err: Error) => {
     // The session is gone or going: the server lets go of its locks with it.
     debug('cluster release of %s failed: %s', grant.name, err.message);
   });
 }
 
 async function release(q: RequestQueue, seq: number, op: number): Promise<void> {
-  const name = q.name as string, w = q.pool.words, a = q.anchor;
+  const name = storeKey(q.name);
   try {
     if (held.has(q.slot) && (op & F_KEEP) !== 0 && !(await connect().othersWaiting(name))) {
-      if (Atomics.load(w, a + A_OUTER) === OUTER_RELEASING) q.outerKept();
+      q.seat!.releasedIfReleasing(true);
       reply(q, seq, RES_RELEASED);
       return;
     }
@@ -177,7 +158,7 @@ async function release(q: RequestQueue, seq: number, op: number): Promise<void> 
     debug('cluster check of waiters on %s failed: %s', name, (err as Error).message);
   }
   await giveBack(q.slot, (op & F_ABANDONED) !== 0);
-  if (Atomics.load(w, a + A_OUTER) === OUTER_RELEASING) q.outerReleased();
+  q.seat!.releasedIfReleasing(false);
   reply(q, seq, RES_RELEASED);
 }
 
@@ -191,18 +172,16 @@ async function handle(q: RequestQueue, seq: number, op: number): Promise<void> {
   }
   // Already ours (a thread of ours died between getting it and telling the queue): give it back first.
   await giveBack(q.slot);
-  await attempt(q, seq, q.name as string, mode, (op & F_ONCE) !== 0);
+  await attempt(q, seq, storeKey(q.name), mode, (op & F_ONCE) !== 0);
 }
 
 /** A grant the session holds that no queue uses any more (a release lost to a thread's death): give it back. */
 async function sweep(q: RequestQueue): Promise<void> {
-  const outer = Atomics.load(q.pool.words, q.anchor + A_OUTER);
-  if (held.has(q.slot) && outer === OUTER_NONE && !pending.has(q.slot)) await giveBack(q.slot);
+  if (held.has(q.slot) && q.seat!.state === 'none' && !pending.has(q.slot)) await giveBack(q.slot);
 }
 
 function ring(): void {
-  Atomics.add(words, H_KEEPER_BELL, 1);
-  Atomics.notify(words, H_KEEPER_BELL);
+  helper.ring();
 }
 
 /** Each slot's work in progress: one at a time per name, every name at once (a stuck one holds up no other). */
@@ -216,7 +195,7 @@ function run(q: RequestQueue, work: () => Promise<void>): void {
 
 function serve(poll: boolean): void {
   for (const q of table.queues()) {
-    const w = q.pool.words, a = q.anchor, seq = Atomics.load(w, a + A_OUTER_REQ), op = Atomics.load(w, a + A_OUTER_REQ_OP);
+    const { seq, op } = q.seat!.mailbox.request();
     if (seq !== 0 && handled.get(q.slot) !== seq && (op & OP_MASK) === OP_CANCEL) {
       // At once, whatever is on its way for the name: the requester waits for nothing else.
       handled.set(q.slot, seq);
@@ -259,13 +238,12 @@ setInterval(() => {
 }, HEARTBEAT_MS);
 // Serving, and a grant never lingers: at exit a lingering grant's session
 // would end with its lease row left, and the next holder be told it died.
-Atomics.store(words, H_KEEPER, KEEPER_SERVING);
+helper.set(HELPER_SERVING);
 let lastPoll = performance.now();
 for (;;) {
-  const bell = Atomics.load(words, H_KEEPER_BELL);
+  const bell = helper.bell;
   const poll = pending.size > 0 && performance.now() - lastPoll >= POLL_MS;
   if (poll) lastPoll = performance.now();
   serve(poll);
-  const r = Atomics.waitAsync(words, H_KEEPER_BELL, bell, pending.size > 0 ? POLL_MS : 1000);
-  if (r.async) await r.value;
+  await helper.sleep(bell, pending.size > 0 ? POLL_MS : 1000);
 }

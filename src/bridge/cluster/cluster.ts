@@ -6,35 +6,24 @@
  *
  * No requesting thread talks to the server: PostgreSQL's advisory locks
  * belong to a session, and a session to one connection, so the process's
- * connections live in one thread, the cluster agent (cluster/agent.ts,
- * started by helper-threads.ts). The head of a name's queue posts its request in
- * the name's mailbox (queue/word.ts A_OUTER_REQ …) and sleeps on the outer
- * bell; the agent answers there. A blocking lockSync() works the same way.
- *
- * Mailbox: the requester writes A_OUTER_REQ_OP, then A_OUTER_REQ (its
- * number, one more than the last); the agent, having done it, writes
- * A_OUTER_REP_RESULT and A_OUTER_REP_TOKEN, then A_OUTER_REP (that number),
- * and rings the bell. One actor per name posts at a time (the escalator or
- * the releaser), so a mailbox of one is enough.
+ * connections live in one thread, the cluster agent (agent.ts, started by
+ * helper-threads.ts). The head of a name's queue posts its request in the
+ * name's mailbox (the seat's, atomics/queue/outer.ts) and sleeps on the
+ * name's bell; the agent answers there. A blocking lockSync() works the
+ * same way. One actor per name posts at a time (the escalator or the
+ * releaser), so a mailbox of one request and one answer is enough.
  */
-import { debuglog } from 'node:util';
-import { BroadcastChannel, isMainThread, threadId } from 'node:worker_threads';
+import { BroadcastChannel, getEnvironmentData, threadId } from 'node:worker_threads';
 import type { HostLockEntry } from '../host/backend.js';
-import { LockTable, createBuffer, shareWithProcess } from '../../atomics/table.js';
-import { H_KEEPER_BELL, H_NAMED, S_BELL, TABLE_GATED, slotBase } from '../../atomics/layout.js';
-import { type OuterLock, type OuterOutcome, type RequestQueue, setOuterLock } from '../../atomics/queue/queue.js';
-import { setOuterRecovery } from '../../atomics/queue/recovery.js';
-import {
-  ABANDONED_NEXT, A_FLAGS, A_HEAD, A_OUTER_FLAGS, A_OUTER_MODE, A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN,
-  A_OUTER_REQ, A_OUTER_REQ_OP, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, OUTER_COMPROMISED, mayKeepOuter, nodeAt,
-} from '../../atomics/queue/word.js';
-import { remaining, waitAsyncUntil } from '../../atomics/wait.js';
-import type { Wait } from '../../atomics/options.js';
-import type { LockMode } from '../../atomics/queue/queue.js';
-import { CLUSTER_TABLE_KEY, ensureKeeper } from '../helper-threads.js';
-import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../../errors.js';
-
-const debug = debuglog('latchkey');
+import { QueueTable } from '../../atomics/queue/table.js';
+import type { RequestQueue } from '../../atomics/queue/queue.js';
+import type { OuterLock, OuterOutcome, OuterRequest, OuterSeat } from '../../atomics/queue/outer.js';
+import type { Geometry } from '../../atomics/memory.js';
+import { type HelperSpec, ensureHelper } from '../helper-threads.js';
+import { type Escalating, escalate, escalateSync } from '../escalation.js';
+import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT } from '../../errors.js';
+import { debug } from '../../observe.js';
+import { announceSteal } from '../../loss.js';
 
 export const OP_ACQUIRE = 1;
 export const OP_CANCEL = 2;
@@ -56,7 +45,7 @@ export const RES_RELEASED = 4;
 export const RES_DIED = 1 << 4;
 /** RES_ERROR + kind index (ERROR_KINDS). */
 export const RES_ERROR = 8;
-export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query'] as const;
+export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query', 'agent'] as const;
 
 /** The BroadcastChannel of query() requests (cluster/agent.ts answers). */
 export const QUERY_CHANNEL = 'latchkey:cluster-query';
@@ -67,22 +56,29 @@ const EXIT_MS = 1000;
 const CANCEL_MS = 2000;
 let queries = 0;
 
-const kSlots = 1024;
-const kThreads = 256;
-const kRequests = 4096;
+/** Where every thread finds the process's cluster table (worker_threads environment data). */
+export const CLUSTER_TABLE_KEY = 'latchkey:cluster-table';
+/** The cluster table's shape: 1024 names held or waited for at a time, 4096 requests. */
+export const kClusterGeometry: Geometry = { slots: 1024, threads: 256, requests: 4096, gated: true };
 
-const clusterBuffer = shareWithProcess(CLUSTER_TABLE_KEY, () => createBuffer(kSlots, kThreads, kRequests, TABLE_GATED));
-let table: LockTable | undefined;
+/** The cluster agent thread (helper-threads.ts). */
+export const agentSpec: HelperSpec = {
+  key: CLUSTER_TABLE_KEY,
+  script: './cluster/agent.js',
+  title: 'cluster agent',
+  backend: 'postgres',
+  // Every request waiting for it is answered: it will not come.
+  onFailure: () => failPending(),
+};
 
-/** This thread's view of the process's cluster table; sets up the outer lock the first time. */
-export function clusterTable(): LockTable {
+let table: QueueTable | undefined;
+
+/** This thread's view of the process's cluster table (born by the first thread that asks). */
+export function clusterTable(): QueueTable {
   if (table !== undefined) return table;
-  if (clusterBuffer === undefined) throw new ERR_LOCK_BACKEND('postgres', 'this worker started before latchkey was imported in the main thread');
-  table = LockTable.attach(clusterBuffer);
-  const id = LockTable.unsafeExposeInternals(table).core.id;
-  setOuterLock(id, clusterOuter);
-  setOuterRecovery(id, { giveBack: (_t, slot, abandoned) => giveBack(slot, abandoned) });
-  return table;
+  const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
+  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_BACKEND('postgres', 'this worker started before latchkey was imported in the main thread');
+  return (table = QueueTable.attach(buffer, { outer: clusterOuter, onStolen: announceSteal }));
 }
 
 /** LATCHKEY_PG_URL, or a clear error. */
@@ -114,111 +110,94 @@ export function agentError(kind: string): Error {
     refused: `the server at ${where} refused the role (authentication)`,
     rights: `the role lacks the rights latchkey needs at ${where} (create and use its tables and functions)`,
     query: `a query failed at ${where} (NODE_DEBUG=latchkey shows it)`,
+    agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
   };
   return new ERR_LOCK_BACKEND('postgres', text[kind] ?? text.query!);
 }
 
-const bellOf = (q: RequestQueue) => slotBase(q.pool.threads, q.slot) + S_BELL;
-
-/** Post a request in `q`'s mailbox for the agent; its number. */
-function post(q: RequestQueue, op: number): number {
-  const w = q.pool.words, a = q.anchor, seq = (Atomics.load(w, a + A_OUTER_REQ) + 1) | 0;
-  Atomics.store(w, a + A_OUTER_REQ_OP, op);
-  Atomics.store(w, a + A_OUTER_REQ, seq); // last: the agent reads the number, then the op
-  Atomics.add(w, H_KEEPER_BELL, 1);
-  Atomics.notify(w, H_KEEPER_BELL);
-  ensureKeeper(w, CLUSTER_TABLE_KEY);
+/** Post a request in the seat's mailbox for the agent; its number. */
+function post(seat: OuterSeat, op: number): number {
+  const seq = seat.mailbox.post(op);
+  const helper = clusterTable().helper;
+  helper.ring();
+  ensureHelper(agentSpec, helper);
   return seq;
 }
 
 /** One escalation through the agent: the request, then the wait for its answer (or a cancel's). */
-class ClusterEscalation {
-  readonly #q: RequestQueue;
-  readonly #wait: Wait;
+class ClusterEscalation implements Escalating {
+  readonly #seat: OuterSeat;
+  readonly #req: OuterRequest;
   #seq: number;
   #cancelling = false;
-
-  get cancelling(): boolean {
-    return this.#cancelling;
-  }
   #cancelledAt = 0;
   #cause: unknown;
 
-  constructor(q: RequestQueue, mode: LockMode, wait: Wait, once: boolean) {
-    this.#q = q;
-    this.#wait = wait;
-    this.#seq = post(q, OP_ACQUIRE | (mode === 'shared' ? F_SHARED : 0) | (once ? F_ONCE : 0));
+  constructor(seat: OuterSeat, req: OuterRequest) {
+    this.#seat = seat;
+    this.#req = req;
+    this.#seq = post(seat, OP_ACQUIRE | (req.mode === 'shared' ? F_SHARED : 0) | (req.once ? F_ONCE : 0));
   }
 
   step(): OuterOutcome | { bell: number; until: number } {
-    const q = this.#q, w = q.pool.words, a = q.anchor;
-    const bell = Atomics.load(w, bellOf(q));
-    if (Atomics.load(w, a + A_OUTER_REP) === this.#seq) {
-      const result = Atomics.load(w, a + A_OUTER_REP_RESULT);
+    const seat = this.#seat, bell = seat.bell, answer = seat.mailbox.answer(this.#seq);
+    if (answer !== null) {
+      const { result, token } = answer;
       switch (result & 0xf) {
-        case RES_GRANTED:
-          return { granted: { token: q.pool.f64[(a + A_OUTER_REP_TOKEN) >> 1]!, expires: Infinity, previousDied: (result & RES_DIED) !== 0 } };
+        case RES_GRANTED: return { granted: { token, expires: Infinity, abandoned: (result & RES_DIED) !== 0 } };
         case RES_UNAVAILABLE: return { gaveUp: 'unavailable' };
         case RES_CANCELLED: return { failed: this.#cause };
         default: return { failed: agentError(ERROR_KINDS[(result & 0xf) - RES_ERROR] ?? 'query') };
       }
     }
-    if (!this.#cancelling && performance.now() >= this.#wait.deadline) {
-      this.cancel(new ERR_LOCK_TIMEOUT(JSON.stringify(q.name), this.#wait.timeout));
+    if (!this.#cancelling && performance.now() >= this.#req.wait.deadline) {
+      this.abort(new ERR_LOCK_TIMEOUT(JSON.stringify(seat.name), this.#req.wait.timeout));
     }
     // The agent answers a cancel at once; if it does not (it is not running), give up anyway:
     // it gives back a grant nobody asked for when it next looks (its sweep).
     if (this.#cancelling && performance.now() - this.#cancelledAt > CANCEL_MS) return { failed: this.#cause };
-    return { bell, until: this.#cancelling ? this.#cancelledAt + CANCEL_MS : this.#wait.deadline };
+    return { bell, until: this.#cancelling ? this.#cancelledAt + CANCEL_MS : this.#req.wait.deadline };
   }
 
   /** Withdraw the request; the agent's answer to the cancel ends the escalation (with `cause`). */
-  cancel(cause: unknown): void {
-    if (this.#cancelling) return;
+  abort(cause: unknown): undefined {
+    if (this.#cancelling) return undefined;
     this.#cancelling = true;
     this.#cancelledAt = performance.now();
     this.#cause = cause;
-    this.#seq = post(this.#q, OP_CANCEL);
+    this.#seq = post(this.#seat, OP_CANCEL);
+    return undefined;
   }
 }
 
-const clusterOuter: OuterLock = {
-  acquireSync(q, mode, wait, _ttl, once) {
-    const e = new ClusterEscalation(q, mode, wait, once), w = q.pool.words;
-    for (;;) {
-      const s = e.step();
-      if (!('bell' in s)) return s;
-      Atomics.wait(w, bellOf(q), s.bell, remaining(s.until));
-    }
+/** The cluster tier's side of the seam (atomics/queue/outer.ts). */
+export const clusterOuter: OuterLock = {
+  acquireSync: (seat, req) => escalateSync(seat, new ClusterEscalation(seat, req)),
+  acquire: (seat, req) => escalate(seat, new ClusterEscalation(seat, req), req.wait.signal),
+  // As the name's releaser: the agent keeps it (no other process waits) or gives it back, and reports.
+  release(seat) {
+    post(seat, OP_RELEASE | (seat.worthKeeping ? F_KEEP : 0) | (seat.mode === 'shared' ? F_SHARED : 0) | (seat.abandonedNext ? F_ABANDONED : 0));
   },
-  async acquire(q, mode, wait, _ttl, once) {
-    const e = new ClusterEscalation(q, mode, wait, once), w = q.pool.words, { signal } = wait;
-    for (;;) {
-      // The answer first: a grant that came with the abort is taken, and the front door gives it back.
-      const s = e.step();
-      if (!('bell' in s)) return s;
-      if (signal?.aborted && !e.cancelling) {
-        e.cancel(abortErrorFor(signal));
-        continue;
-      }
-      await waitAsyncUntil(w, bellOf(q), s.bell, s.until, signal);
-    }
-  },
-  // As A_OUTER_ACTOR: the agent keeps it (no other process waits) or gives it back, and reports.
-  release(q) {
-    const w = q.pool.words, a = q.anchor, head = w[a + A_HEAD]!;
-    const covers = head !== 0 && (w[a + A_OUTER_MODE] === MODE_EXCLUSIVE || (w[nodeAt(q.pool, head - 1) + N_MODE]! & MODE_MASK) === MODE_SHARED);
-    const keep = covers && (w[a + A_OUTER_FLAGS]! & OUTER_COMPROMISED) === 0 && mayKeepOuter(q.pool, a);
-    post(q, OP_RELEASE | (keep ? F_KEEP : 0) | (w[a + A_OUTER_MODE] === MODE_SHARED ? F_SHARED : 0)
-      | ((w[a + A_FLAGS]! & ABANDONED_NEXT) !== 0 ? F_ABANDONED : 0));
+  // Recovery: the agent gives back whatever this process holds of the name.
+  giveBack(name, abandoned) {
+    post(clusterTable().queue(name).seat!, OP_RELEASE | (abandoned ? F_ABANDONED : 0)); // abandoned: the next process is told
+    debug('cluster lock %s: given back after a thread died in the way', name);
   },
 };
+
+/** The agent could not start: every request waiting for it fails now (ERR_LOCK_BACKEND) instead of at its deadline. */
+function failPending(): void {
+  if (table === undefined) return;
+  for (const q of table.queues()) {
+    const { seq } = q.seat!.mailbox.request();
+    if (!q.seat!.mailbox.idle()) q.seat!.mailbox.reply(seq, RES_ERROR + ERROR_KINDS.indexOf('agent'));
+  }
+}
 
 /** Held and pending cluster locks of every machine, from the agent (which owns the connection). */
 export async function clusterQuery(): Promise<HostLockEntry[]> {
   clusterUrl();
-  const w = LockTable.unsafeExposeInternals(clusterTable()).core.words;
-  ensureKeeper(w, CLUSTER_TABLE_KEY);
+  ensureHelper(agentSpec, clusterTable().helper);
   const channel = new BroadcastChannel(QUERY_CHANNEL), id = `${process.pid}:${threadId}:${++queries}`;
   try {
     return await new Promise<HostLockEntry[]>((resolve, reject) => {
@@ -245,28 +224,21 @@ export async function clusterQuery(): Promise<HostLockEntry[]> {
   }
 }
 
-/** Recovery (a thread died in the way): the agent gives back whatever this process holds of the slot's name. */
-function giveBack(slot: number, abandoned: boolean): void {
-  const t = clusterTable(), name = t.nameAt(slot);
-  if (name === null) return;
-  post(t.queue(name), OP_RELEASE | (abandoned ? F_ABANDONED : 0)); // abandoned: the next process is told
-  debug('cluster lock %s: given back after a thread died in the way', name);
-}
-
-// At exit, wait (a little) for the agent to finish the releases it was
-// asked for: a session that ends with a lease row left reads, to the next
-// holder, as a holder that died.
-if (isMainThread) {
-  process.on('exit', () => {
-    if (clusterBuffer === undefined || table === undefined && new Int32Array(clusterBuffer)[H_NAMED] === 0) return;
-    const end = performance.now() + EXIT_MS;
-    for (const q of clusterTable().queues()) {
-      const w = q.pool.words, a = q.anchor;
-      for (;;) {
-        const bell = Atomics.load(w, bellOf(q));
-        if (Atomics.load(w, a + A_OUTER_REP) === Atomics.load(w, a + A_OUTER_REQ) || performance.now() >= end) break;
-        Atomics.wait(w, bellOf(q), bell, Math.max(0, end - performance.now()));
-      }
+/**
+ * At exit, wait (a little) for the agent to finish the releases it was
+ * asked for: a session that ends with a lease row left reads, to the next
+ * holder, as a holder that died. (src/process.ts installs it.)
+ */
+export function clusterExit(): void {
+  const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
+  if (!(buffer instanceof SharedArrayBuffer) || QueueTable.namesIn(buffer) === 0) return;
+  const end = performance.now() + EXIT_MS;
+  for (const q of clusterTable().queues()) {
+    const seat = q.seat!;
+    for (;;) {
+      const bell = seat.bell;
+      if (seat.mailbox.idle() || performance.now() >= end) break;
+      seat.sleep(bell, end);
     }
-  });
+  }
 }

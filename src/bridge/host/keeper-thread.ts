@@ -6,21 +6,19 @@
  *   steal or a takeover is noticed at once, not at the next renewal;
  * - a name an escalator waits on: watch the backend and ring the name's
  *   outer bell on every change, so the escalator retries at once;
- * - a host lock that lingers (held, serving nobody: queue/word.ts
+ * - a host lock that lingers (held, serving nobody: atomics/queue/word.ts
  *   LINGER_MS): give it back once it has lingered long enough.
  * Names nobody holds or waits on are unwatched.
  */
-import { H_KEEPER, H_KEEPER_BELL, KEEPER_RUNNING } from '../../atomics/layout.js';
-import { LockTable } from '../../atomics/table.js';
-import { A_OUTER_IDLE, LINGER_MS, lingerDue, ringOuterBell } from '../../atomics/queue/word.js';
-import type { RequestQueue } from '../../atomics/queue/queue.js';
-import { hostBackend, hostQueues, hostTable, renewOuter } from './host.js';
+import { HELPER_RUNNING } from '../../atomics/queue/table.js';
+import type { OuterSeat } from '../../atomics/queue/outer.js';
+import { hostBackend, hostSeats, hostTable, renewOuter } from './host.js';
+import { storeKey } from '../keys.js';
 
 /** How often the keeper looks, at the least: a lease is renewed when a third of it is gone, and the shortest is 250 ms. */
 export const KEEPER_TICK_MS = 50;
 
-const table = hostTable();
-const words = LockTable.unsafeExposeInternals(table).core.words;
+const helper = hostTable().helper;
 const watched = new Map<string, () => void>();
 const backend = hostBackend();
 
@@ -35,45 +33,45 @@ const CHECK_MS = 10;
 /** Names whose check waits for CHECK_MS to pass: a change inside it is checked then, not dropped. */
 const later = new Set<string>();
 
-function onChange(q: RequestQueue): void {
-  ringOuterBell(q.pool, q.slot);
+function onChange(seat: OuterSeat): void {
+  seat.ring();
   // Still ours? A steal or a takeover shows here before the next renewal.
-  const now = performance.now(), name = q.name as string, last = checked.get(name) ?? -Infinity;
+  const now = performance.now(), name = seat.name, last = checked.get(name) ?? -Infinity;
   if (now - last < CHECK_MS) {
     if (!later.has(name)) {
       later.add(name);
       setTimeout(() => {
         later.delete(name);
-        if (watched.has(name)) onChange(q);
+        if (watched.has(name)) onChange(seat);
       }, last + CHECK_MS - now);
     }
     return;
   }
   checked.set(name, now);
-  renewOuter(q, true);
+  if (seat.state === 'held') renewOuter(seat, true);
 }
 
 /** One pass over the host table; returns ms until a lingering grant is due. */
 function round(): number {
   const seen = new Set<string>();
   let due = KEEPER_TICK_MS;
-  for (const { q, held, waited } of hostQueues()) {
-    const name = q.name as string;
+  for (const seat of hostSeats()) {
+    const name = seat.name, held = seat.state === 'held';
     if (held) {
-      const idle = q.pool.f64[(q.anchor + A_OUTER_IDLE) >> 1];
-      if (idle !== 0) {
+      const until = seat.lingersUntil;
+      if (until !== 0) {
         const now = performance.timeOrigin + performance.now();
-        if (now - idle >= LINGER_MS) q.withLatch(() => ({ value: undefined, action: lingerDue(q.pool, q.anchor, q.tid, now) }));
-        else due = Math.min(due, idle + LINGER_MS - now);
+        if (now >= until) seat.releaseIfIdle(now);
+        else due = Math.min(due, until - now);
       }
-      renewOuter(q, false);
+      renewOuter(seat, false);
     }
-    if (!held && !waited) continue;
+    if (!held && !seat.waited) continue;
     seen.add(name);
     if (!watched.has(name)) {
-      watched.set(name, backend.watch(name, () => onChange(q)));
+      watched.set(name, backend.watch(storeKey(name), () => onChange(seat)));
       // A release between the escalator's attempt and this watch rang nothing: have it look again.
-      ringOuterBell(q.pool, q.slot);
+      seat.ring();
     }
   }
   for (const [name, unwatch] of watched) {
@@ -85,10 +83,9 @@ function round(): number {
   return due;
 }
 
-Atomics.store(words, H_KEEPER, KEEPER_RUNNING);
+helper.set(HELPER_RUNNING);
 for (;;) {
-  const bell = Atomics.load(words, H_KEEPER_BELL);
+  const bell = helper.bell;
   const due = round();
-  const r = Atomics.waitAsync(words, H_KEEPER_BELL, bell, Math.max(0, due));
-  if (r.async) await r.value;
+  await helper.sleep(bell, Math.max(0, due));
 }

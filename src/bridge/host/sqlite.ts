@@ -35,7 +35,8 @@
  */
 import { closeSync, constants, lstatSync, mkdirSync, openSync, utimesSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
 import type { LockMode } from '../../atomics/queue/queue.js';
 import type { Attempt, AttemptRequest, Backend, HostLockEntry, Renewal } from './backend.js';
 import { HEIR_STALE_MS, HOST_FAIR_MS, POLL_MS } from './file.js';
@@ -70,6 +71,17 @@ interface Row {
 }
 
 const fail = (detail: string) => new ERR_LOCK_BACKEND('sqlite', detail);
+
+let driver: typeof Database | undefined;
+/** better-sqlite3, loaded on first use: a program that never opens this backend never loads it. */
+function sqlite(): typeof Database {
+  if (driver !== undefined) return driver;
+  try {
+    return (driver = createRequire(import.meta.url)('better-sqlite3') as typeof Database);
+  } catch (err) {
+    throw fail(`it needs the better-sqlite3 package (npm install better-sqlite3): ${(err as Error).message.split('\n')[0]}`);
+  }
+}
 /** Whether the process of a row is provably dead (identity.ts); its `owner` is the process's id. */
 const rowDead = (r: Row) => provablyDead({ id: r.owner, pid: r.pid, start: r.start, boot: r.boot, host: r.host });
 const sleepMs = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -154,7 +166,7 @@ export class SqliteBackend implements Backend {
     asOurs(() => checkDir(this.#bells));
     let db: Database.Database | undefined;
     try {
-      const d = (db = new Database(file, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS }));
+      const Sqlite = sqlite(), d = (db = new Sqlite(file, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS }));
       const mode = this.#retry(() => d.pragma('journal_mode = WAL', { simple: true }));
       if (mode !== 'wal') throw fail(`${file} cannot be put in WAL mode (journal_mode is ${String(mode)})`);
       d.pragma('synchronous = NORMAL');
@@ -329,7 +341,7 @@ export class SqliteBackend implements Backend {
     try {
       return this.#retry(() => (write ? this.#txn.immediate(fn) as T : fn()));
     } catch (err) {
-      if (err instanceof ERR_LOCK_BACKEND || !(err instanceof Database.SqliteError)) throw err;
+      if (err instanceof ERR_LOCK_BACKEND || !(err instanceof sqlite().SqliteError)) throw err;
       throw fail(`${this.location}: ${err.message} (${err.code})`);
     }
   }

@@ -1,0 +1,72 @@
+/**
+ * Everything that happens when latchkey is imported, in order. Nothing here
+ * makes a table, opens a lock directory or a database, loads a driver or
+ * starts a thread: each of those happens on first use, in whichever thread
+ * needs it. What import does:
+ *
+ * 1. Threads: this thread starts watching the workers it starts and its own
+ *    end, so that a thread that dies holding locks is recovered
+ *    (atomics/threads.ts watchThreads).
+ * 2. The process's tables, in the main thread: four tables reserved unborn
+ *    (atomics/memory.ts: a growable SharedArrayBuffer of 64 bytes each) and
+ *    put in worker_threads environment data, so that every worker started
+ *    after this import reaches the same ones. Each is made, at its full
+ *    size, by the first thread that uses it:
+ *      the default LockTable          LockTable.default()        ~0.8 MB
+ *      the thread-scope queues        locks.request()            ~1.8 MB
+ *      the host-scope queues          { scope: 'host' }          ~0.5 MB
+ *      the cluster-scope queues       { scope: 'cluster' }       ~0.5 MB
+ *    If another copy of latchkey in the process reserved them first, its
+ *    tables are used.
+ * 3. Recovery: every thread watches the process's tables, born or not, for
+ *    the workers it starts (a gated table's recovery gives back what its
+ *    outer lock held for a dead thread).
+ * 4. Helper threads, in the main thread: it starts the lease keeper or the
+ *    cluster agent when a worker asks (bridge/helper-threads.ts).
+ * 5. Exit: the main thread gives back the host locks it holds and waits
+ *    (up to 1 s) for the cluster agent's last releases; a worker closes its
+ *    host backend's files. Each does nothing for a tier never used.
+ */
+import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
+import { watchReserved, watchThreads } from './atomics/threads.js';
+import { type Geometry, reserveBuffer } from './atomics/memory.js';
+import { helperState } from './atomics/queue/table.js';
+import { queueRecovery } from './atomics/queue/recovery.js';
+import type { OuterLock } from './atomics/queue/outer.js';
+import { DEFAULT_TABLE_KEY, kDefaultGeometry } from './atomics/table.js';
+import { THREAD_QUEUES_KEY, kThreadQueuesGeometry } from './locks.js';
+import { HOST_TABLE_KEY, hostExit, hostOuter, kHostGeometry, keeperSpec } from './bridge/host/host.js';
+import { CLUSTER_TABLE_KEY, agentSpec, clusterExit, clusterOuter, kClusterGeometry } from './bridge/cluster/cluster.js';
+import { serveHelpers } from './bridge/helper-threads.js';
+
+// 1. Threads.
+watchThreads();
+
+// 2 and 3. The process's tables, reserved (main thread) and watched (every thread).
+const tables: Array<{ key: string; geometry: Geometry; outer?: OuterLock }> = [
+  { key: DEFAULT_TABLE_KEY, geometry: kDefaultGeometry },
+  { key: THREAD_QUEUES_KEY, geometry: kThreadQueuesGeometry },
+  { key: HOST_TABLE_KEY, geometry: kHostGeometry, outer: hostOuter },
+  { key: CLUSTER_TABLE_KEY, geometry: kClusterGeometry, outer: clusterOuter },
+];
+for (const { key, geometry, outer } of tables) {
+  if (isMainThread && !(getEnvironmentData(key) instanceof SharedArrayBuffer)) setEnvironmentData(key, reserveBuffer(geometry));
+  const buffer = getEnvironmentData(key);
+  // A worker started before the main thread imported latchkey has none: its requests say so.
+  if (!(buffer instanceof SharedArrayBuffer)) continue;
+  watchReserved(buffer, geometry.requests === undefined ? undefined : queueRecovery(outer && (() => outer)));
+}
+
+// 4. Helper threads.
+if (isMainThread) {
+  serveHelpers([keeperSpec, agentSpec], (spec) => {
+    const buffer = getEnvironmentData(spec.key);
+    return buffer instanceof SharedArrayBuffer ? helperState(buffer) : undefined;
+  });
+}
+
+// 5. Exit.
+process.once('exit', () => {
+  hostExit(isMainThread);
+  if (isMainThread) clusterExit();
+});
