@@ -1,249 +1,189 @@
 /**
- * The cluster agent, worker side (helper-threads.ts starts it): the one thread of
- * the process that talks to PostgreSQL, on two connections whatever the
- * number of locks its threads take: a session that holds the process's
- * advisory locks and makes every attempt and release (postgres.ts), and
- * one that LISTENs for releases.
+ * The cluster agent, worker side (helper-threads.ts starts it): the one
+ * thread of the process that talks to the cluster's server, through its
+ * engine (engine.ts; PostgreSQL: postgres.ts), however many locks the
+ * process's threads take.
  *
  * It answers the requests the cluster table's mailboxes hold (cluster.ts)
- * whenever its doorbell rings. An acquisition that cannot be granted now
- * is tried again on a NOTIFY from a release, and every POLL_MS (a holder
- * that died ends its session without a notify). If the holding session is
- * lost (the server restarted, pg_terminate_backend, the network, or a
- * heartbeat unanswered for 6 s while it holds locks), every lock it held
- * is lost with it: their holders are told at once (ERR_LOCK_COMPROMISED,
- * onCompromised, lock.signal).
+ * whenever its doorbell rings: an acquisition (the engine waits as it
+ * waits: in the server, in a queue), a cancel (answered at once; the
+ * acquisition on its way is aborted, and a grant that comes anyway is
+ * given back), a release (kept when the process's own threads still want
+ * it and no other process waits). One request per name at a time, every
+ * name at once: a stuck name holds up no other.
+ *
+ * A grant the engine says was lost (its session ended, its lease was taken)
+ * is compromised at once: its holders are told (ERR_LOCK_COMPROMISED,
+ * onCompromised, lock.signal), a grant answered but not yet taken up too.
  *
  * query() from any thread comes on the BroadcastChannel QUERY_CHANNEL.
  */
 import { BroadcastChannel } from 'node:worker_threads';
-import pg from 'pg';
 import { HELPER_SERVING } from '../../atomics/queue/table.js';
-import type { LockMode, RequestQueue } from '../../atomics/queue/queue.js';
+import type { RequestQueue } from '../../atomics/queue/queue.js';
+import type { ClusterEngine, EngineLoss, LockMode } from './engine.js';
 import {
-  ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, OP_CANCEL, OP_MASK, OP_RELEASE, RES_CANCELLED,
-  QUERY_CHANNEL, RES_DIED, RES_ERROR, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, clusterTable, clusterUrl,
+  ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, F_STEAL, OP_CANCEL, OP_MASK, OP_RELEASE, QUERY_CHANNEL, RES_CANCELLED,
+  RES_DIED, RES_ERROR, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, clusterTable, clusterUrl, openEngine,
 } from './cluster.js';
-import { CLIENT_OPTIONS, Session, kindOf } from './postgres.js';
 import { storeKey } from '../keys.js';
 import { announceLoss } from '../../loss.js';
 import { debug, hostEvent } from '../../observe.js';
 
-/** How often an acquisition nobody woke is tried again (a holder that died sends no NOTIFY). */
-export const POLL_MS = 200;
-/** While the session holds locks: a round trip every HEARTBEAT_MS, lost if silent for HEARTBEAT_TIMEOUT_MS (postgres.ts heartbeat()). */
-const HEARTBEAT_MS = 2_000;
-const HEARTBEAT_TIMEOUT_MS = 6_000;
+/** How long a grant answered but not yet taken up by its requester is waited for, once it is lost. */
+const LOST_GRANT_MS = 5_000;
 
 const table = clusterTable();
 const helper = table.helper;
-const url = clusterUrl();
-let session: Session | undefined;
-let listener: pg.Client | undefined;
-/** What this process's session holds, by slot. */
-/** (`key`: the name as the server keeps it, keys.ts; `name`: as the queue does.) */
+const engine: ClusterEngine = await openEngine(clusterUrl(), { lost: onLost });
+
+/** What the engine holds for this process, by slot (`key`: the name as the server keeps it; `name`: as the queue does). */
 const held = new Map<number, { name: string; key: string; mode: LockMode; token: number }>();
-/** Acquisitions to try again, by slot: the request number they answer. */
-const pending = new Map<number, { seq: number; name: string; mode: LockMode }>();
 /** The last request number handled, by slot. */
 const handled = new Map<number, number>();
-let woken = false;
+/** Each slot's work in progress, and the abort of an acquisition among it. */
+const inflight = new Map<number, { done: Promise<void>; abort?: AbortController }>();
 
-function connect(): Session {
-  if (session !== undefined && !session.lost) return session;
-  const s = new Session(url, (err) => lost(s, err));
-  session = s;
-  const l = new pg.Client({ connectionString: url, application_name: 'latchkey listen', ...CLIENT_OPTIONS });
-  listener?.end().catch(() => {});
-  listener = l;
-  l.on('error', () => {});
-  l.on('notification', () => {
-    woken = true;
-    ring();
-  });
-  l.connect().then(() => l.query('LISTEN latchkey')).catch((err: Error) => debug('cluster LISTEN failed: %s', err.message));
-  return s;
+/** The engine lost this process's grant of `key`. */
+function onLost(key: string, token: number, reason: EngineLoss, detail: string): void {
+  for (const [slot, grant] of held) {
+    if (grant.key !== key || grant.token !== token) continue;
+    held.delete(slot);
+    // By name: a slot's cached handle may be of another name by now (given back, reused).
+    compromise(table.queue(grant.name), token, reason, detail, performance.now() + LOST_GRANT_MS);
+  }
 }
-
-/** The holding session is gone, and every lock it held with it. */
-function lost(s: Session, err: Error): void {
-  if (session !== s) return;
-  session = undefined;
-  debug('cluster session lost: %s', err.message);
-  // By name: a slot's cached handle may be of another name by now (given back, reused).
-  for (const grant of held.values()) compromise(table.queue(grant.name), grant.name, grant.token, err.message, performance.now() + LOST_GRANT_MS);
-  held.clear();
-}
-
-/** How long a grant answered but not yet taken up by its requester is waited for, once its session is lost. */
-const LOST_GRANT_MS = 5_000;
 
 /**
  * Mark the slot's grant of `token` compromised and tell its holders. A
- * grant the requester has not taken up yet (the queue still ACQUIRING with
- * that answer in its mailbox, unread or read and about to be applied) is
- * looked at again until it is: its holder must be told too, not run on
- * unaware.
+ * grant the requester has not taken up yet (its answer in the mailbox,
+ * unread, or read and about to be applied) is looked at again until it is:
+ * its holder must be told too, not run on unaware.
  */
-function compromise(q: RequestQueue, name: string, token: number, detail: string, until: number): void {
+function compromise(q: RequestQueue, token: number, reason: EngineLoss, detail: string, until: number): void {
   const found = q.seat!.compromise(token);
   if (found === 'not-taken-up') {
-    if (performance.now() < until) setTimeout(() => compromise(q, name, token, detail, until), 1);
+    if (performance.now() < until) setTimeout(() => compromise(q, token, reason, detail, until), 1);
     return;
   }
   if (found === null || found.nodes.length === 0) return;
-  hostEvent('lost', name, { scope: 'cluster', detail });
-  announceLoss(q.tableId, found.nodes, 'owner-changed', `the PostgreSQL session that held it ended: ${detail}`,
-    { slot: q.slot, gen: q.gen, tokens: found.tokens });
+  hostEvent('lost', q.name, { scope: 'cluster', reason, detail });
+  announceLoss(q.tableId, found.nodes, reason, detail, { slot: q.slot, gen: q.gen, tokens: found.tokens });
 }
 
-function reply(q: RequestQueue, seq: number, result: number, token = 0): void {
-  q.seat!.mailbox.reply(seq, result, token);
-}
-
-const errorResult = (err: unknown) => RES_ERROR + ERROR_KINDS.indexOf(kindOf(err));
-
+const reply = (q: RequestQueue, seq: number, result: number, token = 0) => q.seat!.mailbox.reply(seq, result, token);
+const errorResult = (err: unknown) => RES_ERROR + ERROR_KINDS.indexOf(engine.kindOf(err));
 /** Whether request `seq` of the slot is still the one to answer (no cancel or newer request came meanwhile). */
 const current = (q: RequestQueue, seq: number) => q.seat!.mailbox.request().seq === seq;
 
-async function attempt(q: RequestQueue, seq: number, name: string, mode: LockMode, once: boolean): Promise<void> {
+async function acquire(q: RequestQueue, seq: number, op: number, abort: AbortController): Promise<void> {
+  const key = storeKey(q.name), mode: LockMode = (op & F_SHARED) !== 0 ? 'shared' : 'exclusive';
   try {
-    const s = connect();
-    const r = await s.attempt(name, mode, !once);
-    if (r.collision !== null) hostEvent('collision', name, { with: r.collision, scope: 'cluster' });
-    // The session ended while the answer came (both in one read): the grant went with it.
-    if (r.granted && (s.lost || session !== s)) throw new Error('Connection lost: the PostgreSQL session ended as it granted the lock');
-    if (r.granted) {
-      pending.delete(q.slot);
-      held.set(q.slot, { name: q.name, key: name, mode, token: r.token });
-      // Cancelled while the attempt was on its way: the requester gave up, give it back.
-      if (!current(q, seq)) await giveBack(q.slot);
-      else reply(q, seq, RES_GRANTED | (r.died ? RES_DIED : 0), r.token);
-    } else if (!current(q, seq)) {
-      // Cancelled while its first attempt was on its way: that attempt left a waiter row.
-      pending.delete(q.slot);
-      await s.withdraw(name).catch(() => {});
-    } else if (once) {
-      reply(q, seq, RES_UNAVAILABLE);
-    } else {
-      pending.set(q.slot, { seq, name, mode });
+    const grant = await engine.acquire(key, { mode, once: (op & F_ONCE) !== 0, steal: (op & F_STEAL) !== 0, ttl: 0, signal: abort.signal });
+    if (grant === null) {
+      if (current(q, seq)) reply(q, seq, RES_UNAVAILABLE);
+      return;
     }
+    held.set(q.slot, { name: q.name, key, mode, token: grant.token });
+    // Cancelled while the acquisition was on its way: the requester gave up, give it back.
+    if (!current(q, seq)) await giveBack(q.slot);
+    else reply(q, seq, RES_GRANTED | (grant.abandoned ? RES_DIED : 0), grant.token);
   } catch (err) {
-    debug('cluster attempt on %s failed: %s', name, (err as Error).message);
-    pending.delete(q.slot);
+    if (abort.signal.aborted) return; // the cancel was answered already
+    debug('cluster acquisition of %s failed: %s', key, (err as Error).message);
     if (current(q, seq)) reply(q, seq, errorResult(err));
   }
 }
 
-/** Give back what the session holds of the slot (idempotent). */
+/** Give back what this process holds of the slot (idempotent). */
 async function giveBack(slot: number, abandoned = false): Promise<void> {
   const grant = held.get(slot);
   if (grant === undefined) return;
   held.delete(slot);
-  await session?.release(grant.key, grant.mode, abandoned).catch((err: Error) => {
-    // The session is gone or going: the server lets go of its locks with it.
-    debug('cluster release of %s failed: %s', grant.name, err.message);
+  await engine.release(grant.key, grant.mode, abandoned).catch((err: Error) => {
+    // The connection is gone or going: the server lets go of its locks with it.
+    debug('cluster release of %s failed: %s', grant.key, err.message);
   });
 }
 
 async function release(q: RequestQueue, seq: number, op: number): Promise<void> {
-  const name = storeKey(q.name);
+  const grant = held.get(q.slot);
   try {
-    if (held.has(q.slot) && (op & F_KEEP) !== 0 && !(await connect().othersWaiting(name))) {
+    if (grant !== undefined && (op & F_KEEP) !== 0 && !(await engine.othersWaiting(grant.key))) {
       q.seat!.releasedIfReleasing(true);
       reply(q, seq, RES_RELEASED);
       return;
     }
   } catch (err) {
-    debug('cluster check of waiters on %s failed: %s', name, (err as Error).message);
+    debug('cluster check of waiters on %s failed: %s', q.name, (err as Error).message);
   }
   await giveBack(q.slot, (op & F_ABANDONED) !== 0);
   q.seat!.releasedIfReleasing(false);
   reply(q, seq, RES_RELEASED);
 }
 
-/** Request `seq` of the slot: an acquisition or a release (cancels are answered at once, in serve()). */
-async function handle(q: RequestQueue, seq: number, op: number): Promise<void> {
-  const mode: LockMode = (op & F_SHARED) !== 0 ? 'shared' : 'exclusive';
-  if ((op & OP_MASK) === OP_RELEASE) {
-    pending.delete(q.slot);
-    await release(q, seq, op);
-    return;
-  }
-  // Already ours (a thread of ours died between getting it and telling the queue): give it back first.
-  await giveBack(q.slot);
-  await attempt(q, seq, storeKey(q.name), mode, (op & F_ONCE) !== 0);
-}
-
-/** A grant the session holds that no queue uses any more (a release lost to a thread's death): give it back. */
+/** A grant this process holds that no queue uses any more (a release lost to a thread's death): give it back. */
 async function sweep(q: RequestQueue): Promise<void> {
-  if (held.has(q.slot) && q.seat!.state === 'none' && !pending.has(q.slot)) await giveBack(q.slot);
+  if (held.has(q.slot) && q.seat!.state === 'none') await giveBack(q.slot);
 }
 
-function ring(): void {
-  helper.ring();
+function run(q: RequestQueue, work: (abort: AbortController) => Promise<void>, abortable = false): void {
+  const abort = abortable ? new AbortController() : undefined;
+  inflight.set(q.slot, {
+    abort,
+    done: work(abort!).finally(() => {
+      inflight.delete(q.slot);
+      helper.ring(); // a request that came meanwhile is read now
+    }),
+  });
 }
 
-/** Each slot's work in progress: one at a time per name, every name at once (a stuck one holds up no other). */
-const inflight = new Map<number, Promise<void>>();
-function run(q: RequestQueue, work: () => Promise<void>): void {
-  inflight.set(q.slot, work().finally(() => {
-    inflight.delete(q.slot);
-    ring(); // a request that came meanwhile is read now
-  }));
-}
-
-function serve(poll: boolean): void {
+function serve(sweeping: boolean): void {
   for (const q of table.queues()) {
-    const { seq, op } = q.seat!.mailbox.request();
-    if (seq !== 0 && handled.get(q.slot) !== seq && (op & OP_MASK) === OP_CANCEL) {
+    const { seq, op } = q.seat!.mailbox.request(), fresh = seq !== 0 && handled.get(q.slot) !== seq;
+    if (fresh && (op & OP_MASK) === OP_CANCEL) {
       // At once, whatever is on its way for the name: the requester waits for nothing else.
       handled.set(q.slot, seq);
-      const waiting = pending.get(q.slot);
-      pending.delete(q.slot);
-      if (waiting !== undefined) void session?.withdraw(waiting.name).catch(() => {});
+      inflight.get(q.slot)?.abort?.abort(new Error('cancelled'));
       reply(q, seq, RES_CANCELLED);
       // A grant answered just before the cancel came: nobody will take it up, give it back now.
       if (held.has(q.slot) && !inflight.has(q.slot)) run(q, () => giveBack(q.slot));
       continue;
     }
     if (inflight.has(q.slot)) continue;
-    if (seq !== 0 && handled.get(q.slot) !== seq) {
+    if (fresh) {
       handled.set(q.slot, seq);
-      run(q, () => handle(q, seq, op));
-    } else if (poll || woken) {
-      const p = pending.get(q.slot);
-      if (p !== undefined && handled.get(q.slot) === p.seq) run(q, () => attempt(q, p.seq, p.name, p.mode, false));
-      else if (held.has(q.slot)) run(q, () => sweep(q));
+      if ((op & OP_MASK) === OP_RELEASE) run(q, () => release(q, seq, op));
+      // Already ours (a thread of ours died between getting it and telling the queue): give it back first.
+      else run(q, async (abort) => {
+        await giveBack(q.slot);
+        await acquire(q, seq, op, abort);
+      }, true);
+    } else if (sweeping && held.has(q.slot)) {
+      run(q, () => sweep(q));
     }
   }
-  woken = false;
 }
 
 const queries = new BroadcastChannel(QUERY_CHANNEL);
 queries.onmessage = (event) => {
   const { id } = (event as { data: { id: string } }).data;
-  connect().query().then((entries) => queries.postMessage({ id, entries }), (err: Error) => queries.postMessage({ id, error: kindOf(err) }));
+  engine.query().then((entries) => queries.postMessage({ id, entries }), (err: Error) => queries.postMessage({ id, error: engine.kindOf(err) }));
 };
 
 // This thread exists to wait: keep it alive while the process lives (the
 // main thread unref'd it, so it never keeps the process alive).
 setInterval(() => {}, 0x7fffffff);
-let beating = false;
-setInterval(() => {
-  const s = session;
-  if (beating || held.size === 0 || s === undefined || s.lost) return;
-  beating = true;
-  s.heartbeat(HEARTBEAT_TIMEOUT_MS).catch(() => {}).finally(() => (beating = false)); // a session that never connected: lost already
-}, HEARTBEAT_MS);
 // Serving, and a grant never lingers: at exit a lingering grant's session
 // would end with its lease row left, and the next holder be told it died.
 helper.set(HELPER_SERVING);
-let lastPoll = performance.now();
+/** How often grants nobody uses are looked for (a release lost to a thread's death). */
+const SWEEP_MS = 1000;
+let lastSweep = performance.now();
 for (;;) {
   const bell = helper.bell;
-  const poll = pending.size > 0 && performance.now() - lastPoll >= POLL_MS;
-  if (poll) lastPoll = performance.now();
-  serve(poll);
-  await helper.sleep(bell, pending.size > 0 ? POLL_MS : 1000);
+  const sweeping = performance.now() - lastSweep >= SWEEP_MS;
+  if (sweeping) lastSweep = performance.now();
+  serve(sweeping);
+  await helper.sleep(bell, SWEEP_MS);
 }

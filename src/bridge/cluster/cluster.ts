@@ -14,7 +14,7 @@
  * releaser), so a mailbox of one request and one answer is enough.
  */
 import { BroadcastChannel, getEnvironmentData, threadId } from 'node:worker_threads';
-import type { HostLockEntry } from '../host/backend.js';
+import type { ClusterEngine, ClusterEntry, EngineEvents } from './engine.js';
 import { QueueTable } from '../../atomics/queue/table.js';
 import type { RequestQueue } from '../../atomics/queue/queue.js';
 import type { OuterLock, OuterOutcome, OuterRequest, OuterSeat } from '../../atomics/queue/outer.js';
@@ -36,6 +36,8 @@ export const F_ONCE = 1 << 5;
 export const F_KEEP = 1 << 6;
 /** Release: its last local holder died holding it. */
 export const F_ABANDONED = 1 << 7;
+/** Acquire: steal it (engines that support it). */
+export const F_STEAL = 1 << 8;
 
 export const RES_GRANTED = 1;
 export const RES_UNAVAILABLE = 2;
@@ -90,6 +92,12 @@ export function clusterUrl(): string {
   return url;
 }
 
+/** The engine for `url` (in the agent thread): chosen by the URL's scheme. */
+export async function openEngine(url: string, events: EngineEvents): Promise<ClusterEngine> {
+  const { PostgresEngine } = await import('./postgres.js');
+  return new PostgresEngine(url, events);
+}
+
 /** The cluster-scope queue of `name` (a front-door key). */
 export function clusterQueue(name: string): RequestQueue {
   clusterUrl();
@@ -136,7 +144,7 @@ class ClusterEscalation implements Escalating {
   constructor(seat: OuterSeat, req: OuterRequest) {
     this.#seat = seat;
     this.#req = req;
-    this.#seq = post(seat, OP_ACQUIRE | (req.mode === 'shared' ? F_SHARED : 0) | (req.once ? F_ONCE : 0));
+    this.#seq = post(seat, OP_ACQUIRE | (req.mode === 'shared' ? F_SHARED : 0) | (req.once ? F_ONCE : 0) | (req.steal ? F_STEAL : 0));
   }
 
   step(): OuterOutcome | { bell: number; until: number } {
@@ -195,19 +203,19 @@ function failPending(): void {
 }
 
 /** Held and pending cluster locks of every machine, from the agent (which owns the connection). */
-export async function clusterQuery(): Promise<HostLockEntry[]> {
+export async function clusterQuery(): Promise<ClusterEntry[]> {
   clusterUrl();
   ensureHelper(agentSpec, clusterTable().helper);
   const channel = new BroadcastChannel(QUERY_CHANNEL), id = `${process.pid}:${threadId}:${++queries}`;
   try {
-    return await new Promise<HostLockEntry[]>((resolve, reject) => {
+    return await new Promise<ClusterEntry[]>((resolve, reject) => {
       let again: NodeJS.Timeout | undefined;
       const timer = setTimeout(() => {
         clearInterval(again);
         reject(agentError('unreachable'));
       }, QUERY_MS);
       channel.onmessage = (event) => {
-        const m = (event as { data: { id: string; entries?: HostLockEntry[]; error?: string } }).data;
+        const m = (event as { data: { id: string; entries?: ClusterEntry[]; error?: string } }).data;
         if (m.id !== id) return;
         clearTimeout(timer);
         clearInterval(again);

@@ -1,7 +1,7 @@
 /**
- * The cluster tier's PostgreSQL side: the schema, and the session that
- * holds a process's cluster locks (cluster/agent.ts owns it; no other
- * thread talks to the server).
+ * The cluster tier's PostgreSQL engine (engine.ts): the schema, the session
+ * that holds a process's cluster locks, and the engine the cluster agent
+ * drives (agent.ts; no other thread talks to the server).
  *
  * Exclusion comes from PostgreSQL itself: a session-level advisory lock on
  * a 64-bit key derived from the name (SHA-256, first 8 bytes). The session
@@ -27,10 +27,12 @@
  * release one round trip each.
  */
 import { createHash } from 'node:crypto';
-import pg from 'pg';
-import type { LockMode } from '../../atomics/queue/queue.js';
-import type { HostLockEntry } from '../host/backend.js';
+import type pg from 'pg';
+import type { AcquireOptions, ClusterEngine, ClusterEntry, EngineEvents, EngineGrant, LockMode } from './engine.js';
 import { me } from '../identity.js';
+import { createRequire } from 'node:module';
+import { ERR_LOCK_BACKEND } from '../../errors.js';
+import { debug, hostEvent } from '../../observe.js';
 
 /** The 64-bit advisory lock key of a name, as PostgreSQL's bigint text. */
 export function keyOf(name: string): string {
@@ -142,7 +144,7 @@ export class Session {
   readonly #lose: (err: Error) => void;
 
   constructor(url: string, onLost: (err: Error) => void) {
-    this.client = new pg.Client({ connectionString: url, application_name: 'latchkey', ...CLIENT_OPTIONS });
+    this.client = new (driver().Client)({ connectionString: url, application_name: 'latchkey', ...CLIENT_OPTIONS });
     const lose = (this.#lose = (err: Error) => {
       if (this.lost) return;
       this.lost = true;
@@ -213,7 +215,7 @@ export class Session {
     return (r.rowCount ?? 0) > 0;
   }
 
-  async query(): Promise<HostLockEntry[]> {
+  async query(): Promise<ClusterEntry[]> {
     await this.#ready;
     const r = await this.client.query<{ name: string; mode: LockMode; state: 'held' | 'pending'; owner: string; pid: number; host: string; token: string; since: number }>(
       `SELECT l.name, l.mode, 'held' AS state, l.owner, l.pid, l.host, l.token, extract(epoch FROM l.since) * 1000 AS since
@@ -222,11 +224,144 @@ export class Session {
        SELECT w.name, w.mode, 'pending', w.owner, w.pid, w.host, 0, extract(epoch FROM w.since) * 1000
          FROM latchkey_waiters w JOIN pg_stat_activity a ON a.pid = w.backend_pid
        ORDER BY since`);
-    return r.rows.map((x) => ({ ...x, token: Number(x.token), since: Number(x.since), expires: 0 }));
+    return r.rows.map((x) => ({ ...x, token: Number(x.token), since: Number(x.since) }));
   }
 
   close(): Promise<void> {
     this.lost = true;
     return this.client.end().catch(() => {});
+  }
+}
+
+let pgModule: typeof pg | undefined;
+/** pg, loaded in the agent thread when it first needs it. */
+function driver(): typeof pg {
+  if (pgModule !== undefined) return pgModule;
+  try {
+    return (pgModule = createRequire(import.meta.url)('pg') as typeof pg);
+  } catch (err) {
+    throw new ERR_LOCK_BACKEND('postgres', `it needs the pg package (npm install pg): ${(err as Error).message.split('\n')[0]}`);
+  }
+}
+
+/** How often an acquisition nobody woke is tried again (a holder that died sends no NOTIFY). */
+export const POLL_MS = 200;
+/** While the session holds locks: a round trip every HEARTBEAT_MS, lost if silent for HEARTBEAT_TIMEOUT_MS (Session.heartbeat). */
+const HEARTBEAT_MS = 2_000;
+const HEARTBEAT_TIMEOUT_MS = 6_000;
+
+/**
+ * The PostgreSQL engine: every attempt and release on one session (its
+ * advisory locks are the process's), and a second connection that LISTENs
+ * for releases. An acquisition that cannot be granted now is tried again on
+ * a NOTIFY from a release, and every POLL_MS (a holder that died ends its
+ * session without a notify). If the session is lost (a server restart,
+ * pg_terminate_backend, the network, or a heartbeat unanswered for 6 s while
+ * it holds locks), every lock it held is lost with it.
+ */
+export class PostgresEngine implements ClusterEngine {
+  readonly kind = 'postgres';
+  readonly #url: string;
+  readonly #events: EngineEvents;
+  #session: Session | undefined;
+  #listener: pg.Client | undefined;
+  /** What the session holds: key → token. */
+  readonly #held = new Map<string, number>();
+  /** Acquisitions waiting for their next chance (a NOTIFY, the poll, their abort). */
+  readonly #waiting = new Set<() => void>();
+  #beating = false;
+
+  constructor(url: string, events: EngineEvents) {
+    this.#url = url;
+    this.#events = events;
+    setInterval(() => this.#heartbeat(), HEARTBEAT_MS).unref();
+  }
+
+  kindOf(err: unknown) {
+    return kindOf(err);
+  }
+
+  async acquire(key: string, { mode, once, signal }: AcquireOptions): Promise<EngineGrant | null> {
+    for (;;) {
+      const s = this.#connect();
+      const r = await s.attempt(key, mode, !once);
+      if (r.collision !== null) hostEvent('collision', key, { with: r.collision, scope: 'cluster' });
+      // The session ended while the answer came (both in one read): the grant went with it.
+      if (r.granted && (s.lost || this.#session !== s)) throw new Error('Connection lost: the PostgreSQL session ended as it granted the lock');
+      if (r.granted) {
+        this.#held.set(key, r.token);
+        return { token: r.token, abandoned: r.died };
+      }
+      if (once) return null;
+      if (signal.aborted) {
+        // Aborted while an attempt was on its way: that attempt left a waiter row.
+        await s.withdraw(key).catch(() => {});
+        throw signal.reason;
+      }
+      await this.#nextChance(signal);
+    }
+  }
+
+  async release(key: string, mode: LockMode, abandoned: boolean): Promise<void> {
+    this.#held.delete(key);
+    await this.#session?.release(key, mode, abandoned);
+  }
+
+  othersWaiting(key: string): Promise<boolean> {
+    return this.#connect().othersWaiting(key);
+  }
+
+  query(): Promise<ClusterEntry[]> {
+    return this.#connect().query();
+  }
+
+  #connect(): Session {
+    if (this.#session !== undefined && !this.#session.lost) return this.#session;
+    const s = new Session(this.#url, (err) => this.#lost(s, err));
+    this.#session = s;
+    const l = new (driver().Client)({ connectionString: this.#url, application_name: 'latchkey listen', ...CLIENT_OPTIONS });
+    this.#listener?.end().catch(() => {});
+    this.#listener = l;
+    l.on('error', () => {});
+    l.on('notification', () => this.#wake());
+    l.connect().then(() => l.query('LISTEN latchkey')).catch((err: Error) => debug('cluster LISTEN failed: %s', err.message));
+    return s;
+  }
+
+  /** The holding session is gone, and every lock it held with it. */
+  #lost(s: Session, err: Error): void {
+    if (this.#session !== s) return;
+    this.#session = undefined;
+    debug('cluster session lost: %s', err.message);
+    const held = [...this.#held];
+    this.#held.clear();
+    for (const [key, token] of held) this.#events.lost(key, token, 'owner-changed', `the PostgreSQL session that held it ended: ${err.message}`);
+    this.#wake(); // waiters try again on a new session
+  }
+
+  /** Resolves on the next NOTIFY, after POLL_MS, or when `signal` aborts. */
+  #nextChance(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.#waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, POLL_MS);
+      signal.addEventListener('abort', done, { once: true });
+      this.#waiting.add(done);
+    });
+  }
+
+  #wake(): void {
+    for (const done of [...this.#waiting]) done();
+  }
+
+  #heartbeat(): void {
+    const s = this.#session;
+    if (this.#beating || this.#held.size === 0 || s === undefined || s.lost) return;
+    this.#beating = true;
+    s.heartbeat(HEARTBEAT_TIMEOUT_MS).catch(() => {}).finally(() => (this.#beating = false)); // a session that never connected: lost already
   }
 }
