@@ -10,7 +10,11 @@ export { Semaphore, SemaphoreGuard } from './atomics/semaphore.js';
 export { Condition } from './atomics/condition.js';
 export { Barrier } from './atomics/barrier.js';
 export { Once } from './atomics/once.js';
-export { AbortError } from './errors.js';
+export {
+  AbortError, LatchkeyError, InvalidArgTypeError, InvalidArgValueError, OutOfRangeError, LockTimeoutError, LockNotOwnerError,
+  LockNotLockedError, LockDeadlockError, LockTableFullError, LockTableInvalidError, LockSlotInUseError, LockNoDefaultTableError,
+  LockBarrierBrokenError, LockCompromisedError, LockBackendError,
+} from './errors.js';
 export { locks } from './locks.js';
 export { Lock, LockGuard } from './lock-guard.js';
 export type { LockRequestOptions, LockInfo, LockManagerSnapshot } from './locks.js';
@@ -18,7 +22,7 @@ export type { LockMode, LockScope, LossReason } from './lock-guard.js';
 export type { OnceRun } from './atomics/once.js';
 export type { LockTableOptions, LockStats } from './atomics/table.js';
 export type { LockOptions } from './atomics/options.js';
-export type { ErrorCode, LatchkeyError } from './errors.js';
+export type { ErrorCode } from './errors.js';
 export { GuardedCache } from './workers/cache.js';
 export { toMessage, fromMessage, isHandleMessage, isTransferableHandle, latchkeyTransferHandler, registerComlink } from './workers/transfer.js';
 export type { GuardedCacheOptions } from './workers/cache.js';

@@ -119,10 +119,8 @@ export function announceLoss(table: string, nodes: number[], reason: LossReason,
  * ERR_LOCK_COMPROMISED. Both carry `reason`.
  */
 export function lossError(name: string, reason: LossReason, detail: string): Error & { reason: LossReason } {
-  const error = reason === 'stolen'
-    ? new DOMException(`Lock ${JSON.stringify(name)} was stolen: ${detail}`, 'AbortError')
-    : new ERR_LOCK_COMPROMISED(JSON.stringify(name), detail);
-  return Object.assign(error, { reason });
+  if (reason !== 'stolen') return new ERR_LOCK_COMPROMISED(JSON.stringify(name), detail, reason);
+  return Object.assign(new DOMException(`Lock ${JSON.stringify(name)} was stolen: ${detail}`, 'AbortError'), { reason });
 }
 
 /** A lock from lock()/lockSync(): unlock it, or let `using` do it. */

@@ -18,7 +18,7 @@ import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard, annou
 import { hostQuery, hostQueue, hostTable, kDefaultTtl, onHostLoss } from './bridge/host/host.js';
 import { clusterQuery, clusterQueue, clusterTable } from './bridge/cluster/cluster.js';
 import {
-  ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
+  ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE, plainTypeError,
 } from './errors.js';
 import { contentionChannel, debug, observed } from './observe.js';
 
@@ -161,7 +161,7 @@ function parseOptions(name: string, options: LockRequestOptions | undefined): Pa
   }
   const ifAvailable = Boolean(options.ifAvailable), steal = Boolean(options.steal), { signal } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new ERR_INVALID_ARG_TYPE('options.signal', 'an AbortSignal', signal);
+    throw plainTypeError('options.signal', 'an AbortSignal', signal); // WebIDL: a plain TypeError, not a subclass
   }
   if (name.startsWith('-')) throw notSupported(`Names starting with "-" are reserved: ${JSON.stringify(name)}`);
   if (steal && ifAvailable) throw notSupported('The "steal" and "ifAvailable" options cannot be used together');
