@@ -219,6 +219,9 @@ const since = (start: number) => (start === 0 ? 0 : performance.now() - start);
  * cannot run meanwhile, so waiting behind this thread's own request fails
  * at once with ERR_LOCK_DEADLOCK.
  */
+function lockSync(name: string, options: IfAvailable): LockGuard | null;
+function lockSync(name: string, options?: Waits): LockGuard;
+function lockSync(name: string, options?: LockRequestOptions): LockGuard | null;
 function lockSync(name: string, options?: LockRequestOptions): LockGuard | null {
   checkName(name);
   const parsed = parseOptions(name, options);
@@ -228,6 +231,9 @@ function lockSync(name: string, options?: LockRequestOptions): LockGuard | null 
 }
 
 /** Take the lock `name` without blocking the event loop: a guard, or null with `ifAvailable`. */
+function lock(name: string, options: IfAvailable): Promise<LockGuard | null>;
+function lock(name: string, options?: Waits): Promise<LockGuard>;
+function lock(name: string, options?: LockRequestOptions): Promise<LockGuard | null>;
 async function lock(name: string, options?: LockRequestOptions): Promise<LockGuard | null> {
   checkName(name);
   const parsed = parseOptions(name, options);
@@ -247,6 +253,13 @@ async function abortedWithReason<T>(pending: Promise<T>, signal: AbortSignal | u
 }
 
 type Callback<T> = (lock: Lock | null) => T | PromiseLike<T>;
+type Granted<T> = (lock: Lock) => T | PromiseLike<T>;
+
+// The overloads' option types: `null` (no lock) is possible only with `ifAvailable: true`.
+/** Options with `ifAvailable: true`: the callback gets `null`, lock()/lockSync() return null, when the lock is taken. */
+export type IfAvailable = LockRequestOptions & { ifAvailable: true };
+/** Options without `ifAvailable`: the request waits (or fails), and is never granted `null`. */
+export type Waits = LockRequestOptions & { ifAvailable?: false };
 
 // https://w3c.github.io/web-locks/#api-lock-manager-request
 /**
@@ -254,16 +267,18 @@ type Callback<T> = (lock: Lock | null) => T | PromiseLike<T>;
  * released when the callback's promise settles (or it throws), and the
  * returned promise settles as the callback's did. Rejections, never throws.
  */
-function request<T>(name: string, callback: Callback<T>): Promise<Awaited<T>>;
+function request<T>(name: string, callback: Granted<T>): Promise<Awaited<T>>;
+function request<T>(name: string, options: IfAvailable, callback: Callback<T>): Promise<Awaited<T>>;
+function request<T>(name: string, options: Waits, callback: Granted<T>): Promise<Awaited<T>>;
 function request<T>(name: string, options: LockRequestOptions, callback: Callback<T>): Promise<Awaited<T>>;
-function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callback<T>, maybeCallback?: Callback<T>): Promise<Awaited<T>> {
+function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callback<T> | Granted<T>, maybeCallback?: Callback<T> | Granted<T>): Promise<Awaited<T>> {
   let parsed: Parsed, callback: Callback<T>, key: string;
   try {
     const options = typeof optionsOrCallback === 'function' ? undefined : optionsOrCallback;
     const cb = typeof optionsOrCallback === 'function' ? optionsOrCallback : maybeCallback;
     name = `${name}`; // WebIDL DOMString
     if (typeof cb !== 'function') throw new TypeError('The "callback" argument must be a function');
-    callback = cb;
+    callback = cb as Callback<T>; // given null only with ifAvailable, as the overloads say
     parsed = parseOptions(name, options);
     key = keyOf(name);
   } catch (err) {

@@ -41,7 +41,7 @@ describe('latchkey errors', () => {
     const name = `errors-timeout-${process.pid}`;
     const g = await locks.lock(name);
     const err = await locks.request(name, { timeout: 10 }, () => 'never').catch((e: unknown) => e);
-    g!.unlock();
+    g.unlock();
     expect(err).toBeInstanceOf(LockTimeoutError);
     expect(err).toMatchObject({ code: 'ERR_LOCK_TIMEOUT', lockName: name, timeout: 10 });
   });
@@ -82,7 +82,7 @@ describe('latchkey errors', () => {
   test('unlock twice: LockNotLockedError with lockName and the detail', () => {
     const table = LockTable.create({ slots: 8 });
     const g = table.mutex('twice').lockSync();
-    g!.unlock();
+    g.unlock();
     const err = caught(() => g.unlock());
     expect(err).toBeInstanceOf(LockNotLockedError);
     expect(err).toMatchObject({ code: 'ERR_LOCK_NOT_LOCKED', lockName: 'twice', detail: 'this guard already released it' });
@@ -95,7 +95,7 @@ describe('latchkey errors', () => {
     const table = LockTable.create({ slots: 8 });
     const g = table.mutex('self').lockSync();
     const err = caught(() => table.mutex('self').lockSync());
-    g!.unlock();
+    g.unlock();
     expect(err).toBeInstanceOf(LockDeadlockError);
     expect(err).toMatchObject({ code: 'ERR_LOCK_DEADLOCK', lockName: 'self', detail: 'this thread already holds it' });
   });
