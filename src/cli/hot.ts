@@ -12,7 +12,8 @@
  */
 import { closeSync, constants, openSync, readSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { loadDriver } from '../bridge/drivers.js';
 import { nameIn } from '../bridge/host/file-dir.js';
 import { decodeName } from './names.js';
 
@@ -60,7 +61,8 @@ function fileGrants(dir: string): HotLock[] {
 function sqliteGrants(file: string, top: number): HotLock[] {
   let db: Database.Database;
   try {
-    db = new Database(file, { readonly: true, fileMustExist: true });
+    const Sqlite = loadDriver<typeof Database>('better-sqlite3', 'sqlite');
+    db = new Sqlite(file, { readonly: true, fileMustExist: true });
   } catch {
     return [];
   }

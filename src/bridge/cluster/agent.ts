@@ -18,7 +18,8 @@
  */
 import { debuglog } from 'node:util';
 import { BroadcastChannel } from 'node:worker_threads';
-import pg from 'pg';
+import type pg from 'pg';
+import { loadDriver } from '../drivers.js';
 import { H_KEEPER, H_KEEPER_BELL, KEEPER_SERVING } from '../../atomics/layout.js';
 import { LockTable } from '../../atomics/table.js';
 import type { LockMode, RequestQueue } from '../../atomics/queue/queue.js';
@@ -59,7 +60,7 @@ function connect(): Session {
   if (session !== undefined && !session.lost) return session;
   const s = new Session(url, (err) => lost(s, err));
   session = s;
-  const l = new pg.Client({ connectionString: url, application_name: 'latchkey listen', ...CLIENT_OPTIONS });
+  const l = new (loadDriver<typeof pg>('pg', 'postgres').Client)({ connectionString: url, application_name: 'latchkey listen', ...CLIENT_OPTIONS });
   listener?.end().catch(() => {});
   listener = l;
   l.on('error', () => {});

@@ -27,7 +27,8 @@
  * release one round trip each.
  */
 import { createHash } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
+import { loadDriver } from '../drivers.js';
 import type { LockMode } from '../../atomics/queue/queue.js';
 import type { HostLockEntry } from '../host/backend.js';
 import { me } from '../identity.js';
@@ -142,7 +143,8 @@ export class Session {
   readonly #lose: (err: Error) => void;
 
   constructor(url: string, onLost: (err: Error) => void) {
-    this.client = new pg.Client({ connectionString: url, application_name: 'latchkey', ...CLIENT_OPTIONS });
+    const { Client } = loadDriver<typeof pg>('pg', 'postgres'); // on first use: the package is an optional peer
+    this.client = new Client({ connectionString: url, application_name: 'latchkey', ...CLIENT_OPTIONS });
     const lose = (this.#lose = (err: Error) => {
       if (this.lost) return;
       this.lost = true;

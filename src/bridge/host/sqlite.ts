@@ -35,7 +35,8 @@
  */
 import { closeSync, constants, lstatSync, mkdirSync, openSync, utimesSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { loadDriver } from '../drivers.js';
 import type { LockMode } from '../../atomics/queue/queue.js';
 import type { Attempt, AttemptRequest, Backend, HostLockEntry, Renewal } from './backend.js';
 import { HEIR_STALE_MS, HOST_FAIR_MS, POLL_MS } from './file.js';
@@ -70,6 +71,8 @@ interface Row {
 }
 
 const fail = (detail: string) => new ERR_LOCK_BACKEND('sqlite', detail);
+/** better-sqlite3, loaded on first use (drivers.ts). */
+const sqlite = () => loadDriver<typeof Database>('better-sqlite3', 'sqlite');
 /** Whether the process of a row is provably dead (identity.ts); its `owner` is the process's id. */
 const rowDead = (r: Row) => provablyDead({ id: r.owner, pid: r.pid, start: r.start, boot: r.boot, host: r.host });
 const sleepMs = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -139,6 +142,8 @@ export class SqliteBackend implements Backend {
   #closed = false;
 
   constructor(path?: string) {
+    // The driver first: when it is missing, nothing is created.
+    const Sqlite = sqlite();
     // Its directory is made (0700) and checked as the file backend's is: LATCHKEY_DIR means the same for both.
     const file = path === undefined ? join(asOurs(() => openLockDir(undefined)), 'locks.db') : resolve(path);
     this.location = file;
@@ -154,7 +159,7 @@ export class SqliteBackend implements Backend {
     asOurs(() => checkDir(this.#bells));
     let db: Database.Database | undefined;
     try {
-      const d = (db = new Database(file, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS }));
+      const d = (db = new Sqlite(file, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS }));
       const mode = this.#retry(() => d.pragma('journal_mode = WAL', { simple: true }));
       if (mode !== 'wal') throw fail(`${file} cannot be put in WAL mode (journal_mode is ${String(mode)})`);
       d.pragma('synchronous = NORMAL');
@@ -329,7 +334,7 @@ export class SqliteBackend implements Backend {
     try {
       return this.#retry(() => (write ? this.#txn.immediate(fn) as T : fn()));
     } catch (err) {
-      if (err instanceof ERR_LOCK_BACKEND || !(err instanceof Database.SqliteError)) throw err;
+      if (err instanceof ERR_LOCK_BACKEND || !(err instanceof sqlite().SqliteError)) throw err;
       throw fail(`${this.location}: ${err.message} (${err.code})`);
     }
   }
