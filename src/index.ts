@@ -17,7 +17,10 @@ export {
 } from './errors.js';
 export { locks } from './locks.js';
 export { Lock, LockGuard } from './lock-guard.js';
-export type { LockRequestOptions, LockInfo, LockManagerSnapshot } from './locks.js';
+export type { LockRequestOptions, LockInfo, LockManagerSnapshot, IfAvailable, Waits } from './locks.js';
+export type {
+  LockEventBase, AcquireEvent, ReleaseEvent, ContentionEvent, TimeoutEvent, AbortEvent, StealEvent, LostEvent, HostEvent, RequestContext,
+} from './observe.js';
 export type { LockMode, LockScope, LossReason } from './lock-guard.js';
 export type { OnceRun } from './atomics/once.js';
 export type { LockTableOptions, LockStats } from './atomics/table.js';

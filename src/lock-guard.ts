@@ -14,7 +14,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import type { QueueGrant, RequestQueue } from './atomics/queue/queue.js';
 import { LOSS_CHANNEL, type LossMessage, type LossReason, type LostGrants, broadcastLoss } from './loss.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
-import { acquireChannel, debug, observed, releaseChannel } from './observe.js';
+import { acquireChannel, debug, grantObserved, lockLost, ms, observed, releaseChannel } from './observe.js';
 
 export type LockMode = 'exclusive' | 'shared';
 export type LockScope = 'thread' | 'host' | 'cluster';
@@ -147,11 +147,11 @@ export class LockGuard extends Lock {
     this.#holdings[grant.node] = this;
     // Granted, then stolen before this thread looked: the steal's notice may have come before this guard was here.
     if (!queue.holds(grant)) this.lose('stolen', 'another request asked for it with `steal`');
-    this.#since = observed() ? performance.now() : 0;
+    this.#since = grantObserved() ? performance.now() : 0;
     if (this.#since !== 0) {
       const event = { name, mode: grant.mode, scope, token: grant.token, abandoned: grant.abandoned, waitedMs };
       if (acquireChannel.hasSubscribers) acquireChannel.publish(event);
-      debug('granted %s %s lock %s (token %d%s, waited %d ms)', scope, grant.mode, JSON.stringify(name), grant.token, grant.abandoned ? ', abandoned' : '', waitedMs);
+      debug('granted %s %s lock %s (token %d%s, waited %s)', scope, grant.mode, JSON.stringify(name), grant.token, grant.abandoned ? ', abandoned' : '', ms(waitedMs));
     }
   }
 
@@ -187,7 +187,7 @@ export class LockGuard extends Lock {
     if (this.#since !== 0) {
       const heldMs = performance.now() - this.#since;
       if (releaseChannel.hasSubscribers) releaseChannel.publish({ name: this.name, mode: this.mode, scope: this.scope, token: this.token, heldMs });
-      debug('released %s %s lock %s (token %d, held %d ms)', this.scope, this.mode, JSON.stringify(this.name), this.token, heldMs);
+      debug('released %s %s lock %s (token %d, held %s)', this.scope, this.mode, JSON.stringify(this.name), this.token, ms(heldMs));
     }
     return this.#state.lost;
   }
@@ -206,6 +206,11 @@ export class LockGuard extends Lock {
     if (this.#state.lost !== undefined) return;
     const error = lossError(this.name, reason, detail);
     this.#state.lose(error);
+    if (observed()) {
+      // heldMs: known when somebody observed the grant too (`#since` is not set yet when the constructor finds it lost).
+      const since = this.#since || 0, heldMs = since === 0 ? 0 : performance.now() - since;
+      lockLost({ name: this.name, mode: this.mode, scope: this.scope, token: this.token, reason, detail, heldMs });
+    }
     try {
       this.#onLost?.(error);
     } catch (err) {

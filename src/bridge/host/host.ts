@@ -36,7 +36,7 @@ import { SqliteBackend } from './sqlite.js';
 import { me, monotonicMs, wallClock } from '../identity.js';
 import { HOST_TABLE_KEY, ensureKeeper } from '../helper-threads.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT, abortErrorFor } from '../../errors.js';
-import { debug, hostEvent } from '../../observe.js';
+import { debug, hostEvent, hostObserved } from '../../observe.js';
 import { type LostGrants, broadcastLoss } from '../../loss.js';
 
 
@@ -117,12 +117,12 @@ class Escalation {
       this.#unwatch();
       ensureKeeper(w); // it renews the lease, and lets the grant linger
       if (r.previousDied) hostEvent('takeover', name, { token: r.token });
-      else if (debug.enabled) hostEvent('grant', name, { token: r.token, mode: this.mode });
+      else if (hostObserved()) hostEvent('grant', name, { token: r.token, mode: this.mode });
       return { granted: { token: r.token, expires: r.expires, previousDied: r.previousDied } };
     }
     if (this.once) return this.end({ gaveUp: 'unavailable' });
     if (performance.now() >= this.wait.deadline) return this.end({ failed: new ERR_LOCK_TIMEOUT(JSON.stringify(name), this.wait.timeout) });
-    if (!this.#watching && debug.enabled) hostEvent('wait', name, { retryInMs: r.retryAt - wallClock() });
+    if (!this.#watching && hostObserved()) hostEvent('wait', name, { retryInMs: r.retryAt - wallClock() });
     this.#watch();
     return { bell, until: Math.min(this.wait.deadline, performance.now() + Math.max(0, r.retryAt - wallClock())) };
   }
@@ -246,7 +246,7 @@ export function renewOuter(q: RequestQueue, force: boolean): void {
     }
     if ('expires' in r) {
       q.pool.f64[(a + A_OUTER_EXPIRES) >> 1] = r.expires;
-      if (debug.enabled) hostEvent('renew', q.name as string, { token: f64(q, A_OUTER_TOKEN), expires: r.expires });
+      if (hostObserved()) hostEvent('renew', q.name as string, { token: f64(q, A_OUTER_TOKEN), expires: r.expires });
       return { value: undefined, action: 0 };
     }
     w[a + A_OUTER_FLAGS] |= OUTER_COMPROMISED;
