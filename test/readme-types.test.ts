@@ -60,7 +60,7 @@ function tsc(dir: string): { status: number; output: string } {
 describe('the README', () => {
   test('has TypeScript blocks, each importing latchkey', () => {
     const blocks = tsBlocks(readme);
-    expect(blocks.length).toBeGreaterThanOrEqual(2);
+    expect(blocks.length).toBeGreaterThanOrEqual(5);
     for (const b of blocks) expect(b.code, `README.md:${b.line}`).toMatch(/from 'latchkey'/);
   });
 
