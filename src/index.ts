@@ -1,7 +1,11 @@
+/// <reference types="node" preserve="true" />
 /**
  * latchkey: locks that are correct across the worker threads of a process
  * and across the processes of a machine.
- * This file is the public surface; everything else is internal.
+ * This file is the public surface; everything else is internal. Its
+ * declarations use Node's types (AbortSignal, Worker …): the reference
+ * above makes a TypeScript consumer load @types/node (the package lists it
+ * as an optional peer) whatever its tsconfig's `types` says.
  */
 export { LockTable } from './atomics/table.js';
 export { Mutex, MutexGuard } from './atomics/mutex.js';

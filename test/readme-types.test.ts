@@ -34,8 +34,9 @@ function consumer(files: Record<string, string>): string {
   fs.writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'readme-consumer', private: true, type: 'module' }));
   fs.writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({
     compilerOptions: {
+      // No `types`: the declarations reference @types/node themselves (a tsconfig with `types: []` works too).
       strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', lib: ['es2023'],
-      types: ['node'], noEmit: true, skipLibCheck: false,
+      types: [], noEmit: true, skipLibCheck: false,
     },
     include: ['*.ts'],
   }));
