@@ -151,7 +151,7 @@ describe('locks.stats()', () => {
     let release!: () => void;
     const first = locks.request(name, () => new Promise<void>((r) => (release = r)));
     const second = locks.request(name, () => {});
-    await null;
+    // A 5 ms hold: the second request's wait is long enough to be timed (waits won by spinning add no time).
     await new Promise((r) => setTimeout(r, 5));
     release();
     await Promise.all([first, second]);
