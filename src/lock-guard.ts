@@ -13,7 +13,7 @@
 import type { LockMode, QueueGrant, RequestQueue } from './atomics/queue/queue.js';
 import { type Holding, type LossReason, holdingsOf } from './loss.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
-import { acquireChannel, debug, observed, releaseChannel } from './observe.js';
+import { acquireChannel, debug, grantObserved, lockLost, ms, observed, releaseChannel } from './observe.js';
 
 export type LockScope = 'thread' | 'host' | 'cluster';
 export type { LockMode, LossReason };
@@ -69,14 +69,12 @@ export type LossHandler = (error: Error & { reason: LossReason }) => void;
  * ERR_LOCK_COMPROMISED. Both carry `reason`.
  */
 export function lossError(name: string, reason: LossReason, detail: string): Error & { reason: LossReason } {
-  const error = reason === 'stolen'
-    ? new DOMException(`Lock ${JSON.stringify(name)} was stolen: ${detail}`, 'AbortError')
-    : new ERR_LOCK_COMPROMISED(JSON.stringify(name), detail);
-  return Object.assign(error, { reason });
+  if (reason !== 'stolen') return new ERR_LOCK_COMPROMISED(JSON.stringify(name), detail, reason);
+  return Object.assign(new DOMException(`Lock ${JSON.stringify(name)} was stolen: ${detail}`, 'AbortError'), { reason });
 }
 
 /** A lock from lock()/lockSync(): unlock it, or let `using` do it. */
-export class LockGuard extends Lock implements Holding {
+export class LockGuard extends Lock {
   readonly #queue: RequestQueue;
   readonly #grant: QueueGrant;
   readonly #state: LossState;
@@ -98,11 +96,11 @@ export class LockGuard extends Lock implements Holding {
     this.#holdings[grant.node] = this;
     // Granted, then stolen before this thread looked: the steal's notice may have come before this guard was here.
     if (!queue.holds(grant)) this.lose('stolen', 'another request asked for it with `steal`');
-    this.#since = observed() ? performance.now() : 0;
+    this.#since = grantObserved() ? performance.now() : 0;
     if (this.#since !== 0) {
       const event = { name, mode: grant.mode, scope, token: grant.token, abandoned: grant.abandoned, waitedMs };
       if (acquireChannel.hasSubscribers) acquireChannel.publish(event);
-      debug('granted %s %s lock %s (token %d%s, waited %d ms)', scope, grant.mode, JSON.stringify(name), grant.token, grant.abandoned ? ', abandoned' : '', waitedMs);
+      debug('granted %s %s lock %s (token %d%s, waited %s)', scope, grant.mode, JSON.stringify(name), grant.token, grant.abandoned ? ', abandoned' : '', ms(waitedMs));
     }
   }
 
@@ -138,7 +136,7 @@ export class LockGuard extends Lock implements Holding {
     if (this.#since !== 0) {
       const heldMs = performance.now() - this.#since;
       if (releaseChannel.hasSubscribers) releaseChannel.publish({ name: this.name, mode: this.mode, scope: this.scope, token: this.token, heldMs });
-      debug('released %s %s lock %s (token %d, held %d ms)', this.scope, this.mode, JSON.stringify(this.name), this.token, heldMs);
+      debug('released %s %s lock %s (token %d, held %s)', this.scope, this.mode, JSON.stringify(this.name), this.token, ms(heldMs));
     }
     return this.#state.lost;
   }
@@ -157,6 +155,11 @@ export class LockGuard extends Lock implements Holding {
     if (this.#state.lost !== undefined) return;
     const error = lossError(this.name, reason, detail);
     this.#state.lose(error);
+    if (observed()) {
+      // heldMs: known when somebody observed the grant too (`#since` is not set yet when the constructor finds it lost).
+      const since = this.#since || 0, heldMs = since === 0 ? 0 : performance.now() - since;
+      lockLost({ name: this.name, mode: this.mode, scope: this.scope, token: this.token, reason, detail, heldMs });
+    }
     try {
       this.#onLost?.(error);
     } catch (err) {

@@ -11,6 +11,7 @@
  */
 import { getEnvironmentData, threadId } from 'node:worker_threads';
 import type { Geometry } from './atomics/memory.js';
+import type { LockStats } from './atomics/table.js';
 import { QueueTable } from './atomics/queue/table.js';
 import { type QueueGrant, type QueueRequest, type RequestQueue, StaleQueue } from './atomics/queue/queue.js';
 import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
@@ -20,9 +21,12 @@ import { hostQuery, hostQueue, hostTable, kDefaultTtl } from './bridge/host/host
 import { clusterQuery, clusterQueue, clusterTable } from './bridge/cluster/cluster.js';
 import { nameOfStoreKey } from './bridge/keys.js';
 import {
-  ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE,
+  ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE, plainTypeError,
 } from './errors.js';
-import { contentionChannel, debug, observed } from './observe.js';
+import {
+  type LockEventBase, type RequestContext, contentionChannel, debug, observed, requestTracing, stole, waitObserved, traceContext, traceGrant,
+  traceCallback, traceRequest, traced, waitFailed,
+} from './observe.js';
 
 export interface LockRequestOptions {
   /** `'exclusive'`: one holder at a time; `'shared'`: any number of shared holders, no exclusive one. @default 'exclusive' */
@@ -130,7 +134,7 @@ function parseOptions(name: string, options: LockRequestOptions | undefined): Pa
   }
   const ifAvailable = Boolean(options.ifAvailable), steal = Boolean(options.steal), { signal } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new ERR_INVALID_ARG_TYPE('options.signal', 'an AbortSignal', signal);
+    throw plainTypeError('options.signal', 'an AbortSignal', signal); // WebIDL: a plain TypeError, not a subclass
   }
   if (name.startsWith('-')) throw notSupported(`Names starting with "-" are reserved: ${JSON.stringify(name)}`);
   if (steal && ifAvailable) throw notSupported('The "steal" and "ifAvailable" options cannot be used together');
@@ -161,9 +165,11 @@ function checkName(name: unknown): asserts name is string {
   if (typeof name !== 'string') throw new ERR_INVALID_ARG_TYPE('name', 'a string', name);
 }
 
-function guardOf(name: string, parsed: Parsed, q: RequestQueue, grant: QueueGrant | null, waitedMs = 0): LockGuard | null {
+function guardOf(name: string, parsed: Parsed, q: RequestQueue, grant: QueueGrant | null, waitedMs = 0, ctx?: RequestContext): LockGuard | null {
+  if (ctx !== undefined) traceGrant(ctx, grant, waitedMs);
   if (grant === null) return null;
   const guard = new LockGuard(name, parsed.scope, q, grant, parsed.onLost, waitedMs);
+  if (parsed.request.steal && observed()) stole({ ...eventBase(name, parsed), token: guard.token });
   if (guard.held) return guard;
   // Stolen between its grant and now: the caller never had it.
   guard.release();
@@ -172,7 +178,7 @@ function guardOf(name: string, parsed: Parsed, q: RequestQueue, grant: QueueGran
 
 /** Tell observers a request has to wait; the time it began waiting (0 when nobody observes). */
 function contended(name: string, parsed: Parsed): number {
-  if (!observed()) return 0;
+  if (!waitObserved()) return 0;
   const { mode } = parsed.request, { scope } = parsed;
   if (contentionChannel.hasSubscribers) contentionChannel.publish({ name, mode, scope });
   debug('waiting for %s %s lock %s', scope, mode, JSON.stringify(name));
@@ -180,6 +186,12 @@ function contended(name: string, parsed: Parsed): number {
 }
 
 const since = (start: number) => (start === 0 ? 0 : performance.now() - start);
+const eventBase = (name: string, parsed: Parsed): LockEventBase => ({ name, mode: parsed.request.mode, scope: parsed.scope });
+
+/** A wait that ends without the lock: observers hear of a timeout or an abort (when they listened as it began: `start` > 0). */
+function failed(err: unknown, name: string, parsed: Parsed, start: number): void {
+  if (start !== 0) waitFailed(eventBase(name, parsed), err, parsed.request.wait.timeout, since(start), parsed.request.wait.signal?.aborted === true);
+}
 
 /**
  * Take the lock `name`, blocking this thread until it is granted (or
@@ -188,34 +200,71 @@ const since = (start: number) => (start === 0 ? 0 : performance.now() - start);
  * cannot run meanwhile, so waiting behind this thread's own request fails
  * at once with ERR_LOCK_DEADLOCK.
  */
+function lockSync(name: string, options: IfAvailable): LockGuard | null;
+function lockSync(name: string, options?: Waits): LockGuard;
+function lockSync(name: string, options?: LockRequestOptions): LockGuard | null;
 function lockSync(name: string, options?: LockRequestOptions): LockGuard | null {
   checkName(name);
   const parsed = parseOptions(name, options);
-  const start = observed() ? performance.now() : 0;
-  const { q, r } = enqueueOn(parsed.scope, name, (queue) => queue.requestSync(parsed.request));
-  return guardOf(name, parsed, q, r, since(start));
+  if (!traced()) return takeSync(name, parsed);
+  const ctx = traceContext('lockSync', eventBase(name, parsed), parsed.request);
+  return requestTracing.traceSync(() => takeSync(name, parsed, ctx), ctx);
+}
+
+function takeSync(name: string, parsed: Parsed, ctx?: RequestContext): LockGuard | null {
+  const start = waitObserved() ? performance.now() : 0;
+  let issued;
+  try {
+    issued = enqueueOn(parsed.scope, name, (queue) => queue.requestSync(parsed.request));
+  } catch (err) {
+    failed(err, name, parsed, start);
+    throw err;
+  }
+  return guardOf(name, parsed, issued.q, issued.r, since(start), ctx);
 }
 
 /** Take the lock `name` without blocking the event loop: a guard, or null with `ifAvailable`. */
+function lock(name: string, options: IfAvailable): Promise<LockGuard | null>;
+function lock(name: string, options?: Waits): Promise<LockGuard>;
+function lock(name: string, options?: LockRequestOptions): Promise<LockGuard | null>;
 async function lock(name: string, options?: LockRequestOptions): Promise<LockGuard | null> {
   checkName(name);
   const parsed = parseOptions(name, options);
-  const { q, r } = enqueueOn(parsed.scope, name, (queue) => queue.request(parsed.request));
-  if (!(r instanceof Promise)) return guardOf(name, parsed, q, r);
-  const start = contended(name, parsed);
-  return guardOf(name, parsed, q, await abortedWithReason(r, parsed.request.wait.signal), since(start));
+  if (!traced()) return take(name, parsed);
+  const ctx = traceContext('lock', eventBase(name, parsed), parsed.request);
+  return requestTracing.tracePromise(() => take(name, parsed, ctx), ctx);
 }
 
-/** An aborted request rejects with the signal's own reason, as the spec's request() does. */
-async function abortedWithReason<T>(pending: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+async function take(name: string, parsed: Parsed, ctx?: RequestContext): Promise<LockGuard | null> {
+  const { q, r } = enqueueOn(parsed.scope, name, (queue) => queue.request(parsed.request));
+  if (!(r instanceof Promise)) return guardOf(name, parsed, q, r, 0, ctx);
+  const start = contended(name, parsed);
+  return guardOf(name, parsed, q, await waited(r, name, parsed, start), since(start), ctx);
+}
+
+/**
+ * The grant a request waited for. An aborted request rejects with the
+ * signal's own reason, as the spec's request() does; observers hear of a
+ * timeout or an abort.
+ */
+async function waited<T>(pending: Promise<T>, name: string, parsed: Parsed, start: number): Promise<T> {
   try {
     return await pending;
   } catch (err) {
-    throw signal?.aborted ? signal.reason : err;
+    const { signal } = parsed.request.wait, reason = signal?.aborted ? signal.reason : err;
+    failed(reason, name, parsed, start);
+    throw reason;
   }
 }
 
 type Callback<T> = (lock: Lock | null) => T | PromiseLike<T>;
+type Granted<T> = (lock: Lock) => T | PromiseLike<T>;
+
+// The overloads' option types: `null` (no lock) is possible only with `ifAvailable: true`.
+/** Options with `ifAvailable: true`: the callback gets `null`, lock()/lockSync() return null, when the lock is taken. */
+export type IfAvailable = LockRequestOptions & { ifAvailable: true };
+/** Options without `ifAvailable`: the request waits (or fails), and is never granted `null`. */
+export type Waits = LockRequestOptions & { ifAvailable?: false };
 
 // https://w3c.github.io/web-locks/#api-lock-manager-request
 /**
@@ -223,20 +272,29 @@ type Callback<T> = (lock: Lock | null) => T | PromiseLike<T>;
  * released when the callback's promise settles (or it throws), and the
  * returned promise settles as the callback's did. Rejections, never throws.
  */
-function request<T>(name: string, callback: Callback<T>): Promise<Awaited<T>>;
+function request<T>(name: string, callback: Granted<T>): Promise<Awaited<T>>;
+function request<T>(name: string, options: IfAvailable, callback: Callback<T>): Promise<Awaited<T>>;
+function request<T>(name: string, options: Waits, callback: Granted<T>): Promise<Awaited<T>>;
 function request<T>(name: string, options: LockRequestOptions, callback: Callback<T>): Promise<Awaited<T>>;
-function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callback<T>, maybeCallback?: Callback<T>): Promise<Awaited<T>> {
+function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callback<T> | Granted<T>, maybeCallback?: Callback<T> | Granted<T>): Promise<Awaited<T>> {
   let parsed: Parsed, callback: Callback<T>;
   try {
     const options = typeof optionsOrCallback === 'function' ? undefined : optionsOrCallback;
     const cb = typeof optionsOrCallback === 'function' ? optionsOrCallback : maybeCallback;
     name = `${name}`; // WebIDL DOMString
     if (typeof cb !== 'function') throw new TypeError('The "callback" argument must be a function');
-    callback = cb;
+    callback = cb as Callback<T>; // given null only with ifAvailable, as the overloads say
     parsed = parseOptions(name, options);
   } catch (err) {
     return Promise.reject(err);
   }
+  if (!traced()) return issue(name, parsed, callback);
+  const ctx = traceContext('request', eventBase(name, parsed), parsed.request);
+  return traceRequest(ctx, () => issue(name, parsed, callback, ctx));
+}
+
+/** request(), its arguments checked: queue, wait, run the callback holding the lock, give it back. */
+function issue<T>(name: string, parsed: Parsed, callback: Callback<T>, ctx?: RequestContext): Promise<Awaited<T>> {
   return new Promise<Awaited<T>>((resolve, reject) => {
     const { signal } = parsed.request.wait;
     const onLost: LossHandler = (err) => {
@@ -248,21 +306,26 @@ function request<T>(name: string, optionsOrCallback: LockRequestOptions | Callba
       let grant: QueueGrant | null, waitedMs = 0;
       if (r instanceof Promise) {
         const start = contended(name, parsed);
-        grant = await abortedWithReason(r, signal);
+        grant = await waited(r, name, parsed, start);
         waitedMs = since(start);
       } else {
         grant = r;
       }
       const guard = grant === null ? null : new LockGuard(name, parsed.scope, q, grant, onLost, waitedMs);
+      if (guard !== null && parsed.request.steal && observed()) stole({ ...eventBase(name, parsed), token: guard.token });
+      const grantedAt = ctx === undefined ? 0 : performance.now();
+      if (ctx !== undefined) traceGrant(ctx, guard, waitedMs);
       try {
         // The callback never runs inside request() itself, and an abort
         // signalled before it runs still wins (the lock is given back).
         await null;
         if (signal?.aborted) throw signal.reason;
         if (guard !== null && !guard.held) throw guard.signal.reason; // stolen before the callback ran (rejected already)
+        if (ctx !== undefined) traceCallback(ctx); // the wait is over; the hold begins
         return await callback(guard === null ? null : guard.view());
       } finally {
         guard?.release(); // a loss was reported through onLost already
+        if (ctx !== undefined) ctx.heldMs = performance.now() - grantedAt;
       }
     };
     run().then(resolve, reject);
@@ -309,8 +372,35 @@ async function query(options?: { scope?: LockScope }): Promise<LockManagerSnapsh
   return { held, pending };
 }
 
+/**
+ * Counters of the locks taken through `locks` in `scope` (default
+ * 'thread'), by name, read from shared memory: every thread's requests,
+ * as LockTable.stats() gives them for a table's own locks (acquisitions,
+ * contended, waitNs, waitMaxNs, the holders now). For the host and
+ * cluster scopes they count this process's grants (the other processes
+ * keep their own). A name's counters start when it takes its slot, and
+ * start over if an idle name's slot was given back (queue/names.ts).
+ * Cost: reading a few words per name in use; nothing is recorded for it.
+ */
+function stats(options?: { scope?: LockScope }): LockStats[];
+function stats(name: string, options?: { scope?: LockScope }): LockStats | undefined;
+function stats(nameOrOptions?: string | { scope?: LockScope }, maybeOptions?: { scope?: LockScope }): LockStats[] | LockStats | undefined {
+  const byName = typeof nameOrOptions === 'string';
+  if (!byName && nameOrOptions !== undefined && (typeof nameOrOptions !== 'object' || nameOrOptions === null)) {
+    throw new ERR_INVALID_ARG_TYPE('name', 'a string (or the options, an object)', nameOrOptions);
+  }
+  const options = byName ? maybeOptions : nameOrOptions;
+  if (options !== undefined && (typeof options !== 'object' || options === null)) throw new ERR_INVALID_ARG_TYPE('options', 'an object', options);
+  const scope = options?.scope ?? 'thread';
+  if (scope !== 'thread' && scope !== 'host' && scope !== 'cluster') {
+    throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread', 'host' or 'cluster'");
+  }
+  const table = scope === 'host' ? hostTable() : scope === 'cluster' ? clusterTable() : threadScope();
+  return byName ? table.stats(nameOrOptions) : table.stats();
+}
+
 /** The lock manager: one for every thread of the process, the same locks in each. */
-export const locks = Object.freeze({ request, query, lock, lockSync });
+export const locks = Object.freeze({ request, query, lock, lockSync, stats });
 
 /** @internal The clientId of this thread in query() results. */
 export const clientId = `${process.pid}:${threadId}`;

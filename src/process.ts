@@ -4,6 +4,9 @@
  * starts a thread: each of those happens on first use, in whichever thread
  * needs it. What import does:
  *
+ * 0. Observers: the main thread shares a 4-byte count of the threads that
+ *    listen for host events, and this thread notices when it subscribes to
+ *    `latchkey:host` (observe.ts watchObservers).
  * 1. Threads: this thread starts watching the workers it starts and its own
  *    end, so that a thread that dies holding locks is recovered
  *    (atomics/threads.ts watchThreads).
@@ -38,6 +41,10 @@ import { THREAD_QUEUES_KEY, kThreadQueuesGeometry } from './locks.js';
 import { HOST_TABLE_KEY, hostExit, hostOuter, kHostGeometry, keeperSpec } from './bridge/host/host.js';
 import { CLUSTER_TABLE_KEY, agentSpec, clusterExit, clusterOuter, kClusterGeometry } from './bridge/cluster/cluster.js';
 import { serveHelpers } from './bridge/helper-threads.js';
+import { watchObservers } from './observe.js';
+
+// 0. Observers.
+watchObservers();
 
 // 1. Threads.
 watchThreads();

@@ -14,7 +14,7 @@ describe.each(['file', 'sqlite'] as const)('latchkey status (%s backend)', (back
   test('lists a held lock with its holder\'s pid and token, and a waiter with its pid (--json and table)', async () => {
     const env = freshEnv(backend), stamps = join(env.dir, 'stamps');
     const a = new Latchkey(holdArgs('status-me', stamps, 'a'), env);
-    await a.started('a');
+    const seen = await a.started('a');
     const b = new Latchkey(holdArgs('status-me', stamps, 'b'), env);
     const r = await untilStatus(env, waiting('status-me', b.pid), 'b waiting');
     expect(r.backend).toBe(backend);
@@ -24,6 +24,7 @@ describe.each(['file', 'sqlite'] as const)('latchkey status (%s backend)', (back
     const h = held[0]!;
     expect(h).toMatchObject({ name: 'status-me', mode: 'exclusive', pid: a.pid });
     expect(Number.isInteger(h.token) && h.token! >= 1).toBe(true);
+    expect(h.token).toBe(seen.token); // what the holder was given (LATCHKEY_TOKEN), not the backend's count
     expect(typeof h.owner).toBe('string');
     expect(h.leaseLeftMs!).toBeGreaterThan(0);
     expect(h.leaseLeftMs!).toBeLessThanOrEqual(10_000);

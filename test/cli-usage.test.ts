@@ -34,6 +34,14 @@ describe('latchkey --help', () => {
     expect(topic).toMatchObject({ code: 0, stdout: long.stdout });
   }, 30_000);
 
+  test('each command\'s --help lists its own exit statuses and no other command\'s', async () => {
+    const statuses = (help: string) => [...help.slice(help.indexOf('Exit status:')).matchAll(/^  (\S+)\s/gm)].map((m) => m[1]);
+    const help = async (c: string) => (await latchkey([c, '--help'], null)).stdout;
+    expect(statuses(await help('run'))).toEqual(['N', '64', '69', '70', '75', '76', '124', '126', '127', '128+n']);
+    expect(statuses(await help('status'))).toEqual(['0', '64', '69', '70']);
+    for (const c of ['demo', 'bench']) expect(statuses(await help(c))).toEqual(['N', '70', '127', '128+n']);
+  }, 30_000);
+
   test('run --help wins over everything else on the line, and runs nothing', async () => {
     const env = freshEnv(), marker = join(env.dir, 'ran');
     const r = await latchkey(['run', '--help', 'x', '--', process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(marker)}, '')`], env);
@@ -58,7 +66,10 @@ describe('bad arguments: exit 64, one line on stderr naming the problem, nothing
     ['an unknown top-level option', () => ['--frobnicate'], /unknown option "--frobnicate"/],
     ['help for an unknown command', () => ['help', 'frobnicate'], /unknown command "frobnicate"/],
     ['run without NAME', () => ['run'], /missing the lock NAME/],
-    ['run without --', (c) => ['run', 'x', ...c], /missing '--'/],
+    ['run with an option of the command\'s before it, without --', (c) => ['run', 'x', '-j4', ...c], /unknown option '-j'.*put '--' before a COMMAND/],
+    ['run with -c and a COMMAND', (c) => ['run', 'x', '-c', 'true', ...c], /-c and a COMMAND cannot be used together/],
+    ['run -E 300', (c) => ['run', '-E', '300', 'x', ...c], /-E must be an integer from 0 to 255/],
+    ['run with a second NAME before --', (c) => ['run', 'x', 'make', '--', ...c], /expected one lock NAME/],
     ['run with nothing after --', () => ['run', 'x', '--'], /missing the command/],
     ['run with two names', (c) => ['run', 'x', 'y', '--', ...c], /expected one lock NAME/],
     ['run with an empty NAME', (c) => ['run', '', '--', ...c], /NAME is empty/],
@@ -74,7 +85,6 @@ describe('bad arguments: exit 64, one line on stderr naming the problem, nothing
     ['run --shared --exclusive', (c) => ['run', '-s', '-x', 'x', '--', ...c], /--shared and --exclusive/],
     ['run --shared=yes', (c) => ['run', '--shared=yes', 'x', '--', ...c], /does not take an argument/],
     ['run with NAME after --', (c) => ['run', '--', 'x', ...c], /missing the lock NAME/],
-    ['status with an argument', () => ['status', 'extra'], /unexpected argument "extra"/],
     ['status --top x', () => ['status', '--top', 'x'], /--top must be an integer/],
     ['status with an unknown option', () => ['status', '--bogus'], /unknown option '--bogus'/],
   ];

@@ -99,6 +99,9 @@ describe('locks.request() validation: rejected promises, never sync throws', () 
       const cb = vi.fn();
       const err = await rejection(() => untyped(uniqueName(), { signal }, cb));
       expect(err, String(signal?.toString?.())).toBeInstanceOf(TypeError);
+      // web-platform-tests (promise_rejects_js) require TypeError itself, not a subclass; the code is latchkey's.
+      expect((err as Error).constructor).toBe(TypeError);
+      expect(err).toMatchObject({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', argument: 'options.signal' });
       expect(cb).not.toHaveBeenCalled();
     }
   });

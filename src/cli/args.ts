@@ -4,7 +4,7 @@
  * usage errors, and the number parsers for option values.
  */
 import { parseArgs } from 'node:util';
-import { EXIT_USAGE } from './exit-codes.js';
+import { EXIT_UNAVAILABLE, EXIT_USAGE } from './exit-codes.js';
 
 /** Ends a command: main.ts prints `latchkey: <message>` (one line) on stderr and exits with `status`. */
 export class CliError extends Error {
@@ -88,4 +88,27 @@ export function parseInteger(command: string, option: string, text: string, min:
 export function printHelp(text: string): number {
   process.stdout.write(`${text}\n`);
   return 0;
+}
+
+/**
+ * Whether `err` is a failure of the lock store rather than a bug of
+ * latchkey's: ERR_LOCK_BACKEND, or a system or SQLite error that reached
+ * here without being wrapped (a file that cannot be opened, a disk that is
+ * full or read-only, too many open files, a database that is busy or
+ * corrupt). Those end a command with EXIT_UNAVAILABLE, never EXIT_SOFTWARE.
+ */
+export function isStoreFailure(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const { code, errno, syscall } = err as { code?: unknown; errno?: unknown; syscall?: unknown };
+  if (code === 'ERR_LOCK_BACKEND') return true;
+  if (typeof code === 'string' && (/^E[A-Z0-9]+$/.test(code) || code.startsWith('SQLITE_'))) return true;
+  return typeof errno === 'number' || typeof syscall === 'string';
+}
+
+/** A store failure as a CliError (exit 69): its message, and the system error's code when the message lacks it. */
+export function storeFailure(err: unknown, what = 'the lock store cannot be used'): CliError {
+  const e = err as { code?: unknown; message?: unknown };
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  if (e.code === 'ERR_LOCK_BACKEND') return new CliError(message, EXIT_UNAVAILABLE);
+  return new CliError(`${what}: ${message}`, EXIT_UNAVAILABLE);
 }

@@ -15,7 +15,8 @@ export async function forwardTo(command: string, script: string, help: string, a
   if (asksForHelp(argv)) return printHelp(help);
   const path = fileURLToPath(new URL(script, import.meta.url));
   if (!existsSync(path)) {
-    throw new CliError(`${command}: ${path} is missing (it is built from the source tree: run 'npm run build' there)`, EXIT_NOT_FOUND);
+    // The installed package ships neither (they need the repository's dev dependencies): they run from a clone.
+    throw new CliError(`${command}: ${path} is missing: 'latchkey ${command}' runs from a clone of the repository, after 'npm install' there (the published package does not include it)`, EXIT_NOT_FOUND);
   }
   const args = argv[0] === '--' ? argv.slice(1) : argv;
   return runForwarding(process.execPath, [path, ...args], path);

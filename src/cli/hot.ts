@@ -12,7 +12,8 @@
  */
 import { closeSync, constants, openSync, readSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { loadDriver } from '../bridge/drivers.js';
 import { nameIn } from '../bridge/host/file-dir.js';
 import { decodeName } from './names.js';
 
@@ -22,7 +23,7 @@ export interface HotLock {
   readonly grants: number;
 }
 
-/** The `top` names with the most grants at the backend `kind` kept at `location`, most first. */
+/** The `top` names (Infinity: all) with the most grants at the backend `kind` kept at `location`, most first. */
 export function hotLocks(kind: string, location: string, top: number): HotLock[] {
   const all = kind === 'file' ? fileGrants(location) : kind === 'sqlite' ? sqliteGrants(location, top) : [];
   return all.filter((h) => h.grants > 0).sort((a, b) => b.grants - a.grants || (a.name < b.name ? -1 : 1)).slice(0, top);
@@ -49,6 +50,8 @@ function fileGrants(dir: string): HotLock[] {
     try {
       seq[0] = 0;
       readSync(fd, seq, 0, seq.byteLength, 0);
+    } catch {
+      continue; // not a file (a directory where it belongs): not counted; taking the lock reports it
     } finally {
       closeSync(fd);
     }
@@ -60,13 +63,14 @@ function fileGrants(dir: string): HotLock[] {
 function sqliteGrants(file: string, top: number): HotLock[] {
   let db: Database.Database;
   try {
-    db = new Database(file, { readonly: true, fileMustExist: true });
+    const Sqlite = loadDriver<typeof Database>('better-sqlite3', 'sqlite');
+    db = new Sqlite(file, { readonly: true, fileMustExist: true });
   } catch {
     return [];
   }
   try {
     const rows = db.prepare<[number], { name: string; token: number }>(
-      'SELECT name, token FROM names WHERE token > 0 ORDER BY token DESC, name LIMIT ?').all(top);
+      'SELECT name, token FROM names WHERE token > 0 ORDER BY token DESC, name LIMIT ?').all(Number.isFinite(top) ? top : -1); // -1: no limit
     return rows.map((r) => ({ name: decodeName(r.name), grants: r.token }));
   } catch {
     return []; // no names table yet

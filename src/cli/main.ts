@@ -7,7 +7,7 @@
  * stderr, its status); anything else is a latchkey bug (EXIT_SOFTWARE).
  */
 import { readFileSync } from 'node:fs';
-import { CliError, printHelp, usage } from './args.js';
+import { CliError, isStoreFailure, printHelp, storeFailure, usage } from './args.js';
 import { EXIT_CODES_HELP, EXIT_SOFTWARE } from './exit-codes.js';
 
 type Command = () => Promise<{ main(argv: string[]): Promise<number> | number }>;
@@ -24,12 +24,13 @@ const HELP = `Usage: latchkey COMMAND [options] [ARGS...]
 latchkey: locks for Node.js across worker threads, processes and machines.
 
 Commands:
-  run [options] NAME -- COMMAND [ARGS...]
+  run [options] NAME [--] COMMAND [ARGS...]
+  run [options] NAME -c 'SHELL COMMAND'
                take the host lock NAME, run COMMAND holding it (like flock(1))
-  status [--json]
+  status [--json] [NAME...]
                the host locks of this machine: held, waited for, hot
-  demo [...]   run the live demo (node dist/demo/main.js)
-  bench [...]  run the benchmark suites (node dist/bench/run.js)
+  demo [...]   run the live demo (node dist/demo/main.js; from a clone)
+  bench [...]  run the benchmark suites (node dist/bench/run.js; from a clone)
   help [COMMAND]
                this help, or a command's (as 'latchkey COMMAND --help')
 
@@ -77,17 +78,26 @@ function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ');
 }
 
-main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
-  (err: unknown) => {
-    if (err instanceof CliError) {
-      process.stderr.write(`latchkey: ${oneLine(err.message)}\n`);
-      process.exit(err.status);
-    }
-    const e = err as Error;
-    // The stack only when asked for (NODE_DEBUG=latchkey, as the library's own debug lines).
-    const detail = /\blatchkey\b/i.test(process.env.NODE_DEBUG ?? '') ? `\n${e?.stack}` : '';
-    process.stderr.write(`latchkey: internal error: ${oneLine(e?.message ?? String(err))}${detail}\n`);
-    process.exit(EXIT_SOFTWARE);
-  },
-);
+/**
+ * End with `err`: a CliError's message and status; a failure of the lock
+ * store (wrapped or raw: ENOSPC, EROFS, ELOOP, SQLITE_BUSY …) as
+ * EX_UNAVAILABLE; anything else is a bug (EX_SOFTWARE), with the stack
+ * when NODE_DEBUG=latchkey asks for it.
+ */
+function fail(err: unknown): never {
+  const e = isStoreFailure(err) && !(err instanceof CliError) ? storeFailure(err) : err;
+  if (e instanceof CliError) {
+    process.stderr.write(`latchkey: ${oneLine(e.message)}\n`);
+    process.exit(e.status);
+  }
+  const x = e as Error;
+  const detail = /\blatchkey\b/i.test(process.env.NODE_DEBUG ?? '') ? `\n${x?.stack}` : '';
+  process.stderr.write(`latchkey: internal error: ${oneLine(x?.message ?? String(e))}${detail}\n`);
+  process.exit(EXIT_SOFTWARE);
+}
+
+// Thrown outside the command's own promise (a timer, a watcher of the lock store): the same rules.
+process.on('uncaughtException', fail);
+process.on('unhandledRejection', fail);
+
+main(process.argv.slice(2)).then((status) => process.exit(status), fail);

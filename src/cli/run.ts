@@ -18,23 +18,29 @@
  * dead (file.ts, sqlite.ts: provablyDead).
  */
 import '../process.js'; // what importing latchkey does (the command uses its lock machinery)
-import { parseArgs } from 'node:util';
 import type { LockGuard, LockMode, LockScope } from '../lock-guard.js';
 import { locks } from '../locks.js';
 import { hostBackend } from '../bridge/host/host.js';
-import { type OptionSpecs, CliError, parseCommand, parseInteger, parseSeconds, printHelp, usage } from './args.js';
-import { type Running, catchSignals, forward, start, statusOf } from './child.js';
 import {
-  EXIT_CODES_HELP, EXIT_CONFLICT, EXIT_LOST, EXIT_TIMEOUT, EXIT_UNAVAILABLE, signalStatus,
-} from './exit-codes.js';
+  type OptionSpecs, CliError, isStoreFailure, parseCommand, parseInteger, parseSeconds, printHelp, storeFailure, usage,
+} from './args.js';
+import { type Running, catchSignals, forward, start, statusOf } from './child.js';
+import { EXIT_CONFLICT, EXIT_LOST, EXIT_TIMEOUT, RUN_EXIT_HELP, signalStatus } from './exit-codes.js';
 
-export const RUN_HELP = `Usage: latchkey run [options] NAME -- COMMAND [ARGS...]
+export const RUN_HELP = `Usage: latchkey run [options] NAME COMMAND [ARGS...]
+       latchkey run [options] NAME -- COMMAND [ARGS...]
+       latchkey run [options] NAME -c 'SHELL COMMAND'
 
 Take the lock NAME, run COMMAND while holding it, and release the lock when
-COMMAND ends, as flock(1) does. COMMAND runs without a shell, with latchkey's
-stdin, stdout and stderr. By default the lock excludes every other process of
-this machine that takes NAME (scope host). NAME is any string of up to 128
-UTF-8 bytes not starting with '-'.
+COMMAND ends, as flock(1) does. COMMAND runs without a shell (with -c, through
+$SHELL -c, /bin/sh by default), with latchkey's stdin, stdout and stderr. By
+default the lock excludes every other process of this machine that takes NAME
+(scope host). NAME is any string of up to 128 UTF-8 bytes not starting with '-'.
+
+latchkey's options come before COMMAND: the first argument after NAME that is
+not one of them starts COMMAND, and the rest are COMMAND's own, options
+included ('latchkey run build make -j4'). Put '--' before a COMMAND that
+starts with '-'.
 
 Options:
   -s, --shared         take the lock shared: any number of shared holders, no
@@ -44,6 +50,12 @@ Options:
                        waiting; COMMAND is not run
   -w, --wait SECONDS   give up after SECONDS (decimals allowed; exit 124);
                        COMMAND is not run. Default: wait as long as it takes
+  -E, --conflict-exit-code CODE
+                       exit with CODE (0-255) instead of 75 or 124 when
+                       --nonblock finds the lock held or --wait runs out
+  -c, --command 'SHELL COMMAND'
+                       run SHELL COMMAND with $SHELL -c (/bin/sh when SHELL
+                       is not set), instead of COMMAND [ARGS...]
       --scope SCOPE    host (default): exclude the processes of this machine;
                        cluster: of every machine on the PostgreSQL server
                        LATCHKEY_PG_URL names;
@@ -69,7 +81,8 @@ While COMMAND runs:
 COMMAND's environment also has:
   LATCHKEY_NAME        NAME
   LATCHKEY_TOKEN       the grant's fencing token: larger than every earlier
-                       grant's of NAME (hand it to what you guard)
+                       grant's of NAME (hand it to what you guard; 'latchkey
+                       status' shows the same number)
   LATCHKEY_ABANDONED   1 when the previous holder died holding the lock
                        (what it guarded may be half-written), else 0
 
@@ -78,13 +91,15 @@ Environment:
   LATCHKEY_DIR         the lock directory (default $TMPDIR/latchkey-<uid>);
                        the sqlite backend keeps <dir>/locks.db
 
-${EXIT_CODES_HELP}`;
+${RUN_EXIT_HELP}`;
 
 const kOptions = {
   shared: { type: 'boolean', short: 's' },
   exclusive: { type: 'boolean', short: 'x' },
   nonblock: { type: 'boolean', short: 'n' },
   wait: { type: 'string', short: 'w' },
+  'conflict-exit-code': { type: 'string', short: 'E' },
+  command: { type: 'string', short: 'c' },
   scope: { type: 'string' },
   ttl: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -95,55 +110,104 @@ export interface RunRequest {
   readonly name: string;
   readonly command: string;
   readonly args: readonly string[];
+  /** What to call the command in messages (the -c text, or COMMAND). */
+  readonly describe: string;
   readonly mode: LockMode;
   readonly nonblock: boolean;
   /** ms; Infinity: no --wait. */
   readonly timeout: number;
+  /** The exit status for --nonblock finding the lock held, and for --wait running out (-E). */
+  readonly conflictStatus: number | undefined;
   readonly scope: LockScope;
   readonly ttl: number | undefined;
 }
 
+/**
+ * Where latchkey's arguments end and COMMAND's begin: at the first '--'
+ * (dropped), as always; or, when there is none, at the first argument after
+ * NAME that is not an option of latchkey's or an option's value. Returns the
+ * index COMMAND starts at (argv.length when there is none) and whether it
+ * was a '--'. (With a '--' anywhere, everything before it is latchkey's:
+ * `latchkey run x make -- y` is two NAMEs, refused, not make's '--'.)
+ */
+export function splitCommand(argv: readonly string[]): { at: number; terminator: boolean } {
+  const terminator = argv.indexOf('--');
+  if (terminator >= 0) return { at: terminator, terminator: true };
+  let named = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a.startsWith('--')) {
+      // --wait 5 takes the next argument; --wait=5 and unknown options (refused later) do not.
+      const spec = (kOptions as OptionSpecs)[a.slice(2)];
+      if (spec?.type === 'string') i++;
+      continue;
+    }
+    if (a.startsWith('-') && a.length > 1) {
+      // A group of short options: the first that takes a value takes the rest of the group, or the next argument.
+      for (let j = 1; j < a.length; j++) {
+        const spec = Object.values(kOptions as OptionSpecs).find((o) => o.short === a[j]);
+        if (spec?.type === 'string') {
+          if (j === a.length - 1) i++;
+          break;
+        }
+      }
+      continue;
+    }
+    if (named) return { at: i, terminator: false };
+    named = true;
+  }
+  return { at: argv.length, terminator: false };
+}
+
 /** `argv` (after `run`) as a request, or null for --help; a usage error when it is not one. */
 export function parseRun(argv: string[]): RunRequest | null {
+  const split = splitCommand(argv);
+  const ours = argv.slice(0, split.at), theirs = argv.slice(split.at + (split.terminator ? 1 : 0));
   let parsed;
   try {
-    parsed = parseCommand('run', argv, kOptions);
+    parsed = parseCommand('run', ours, kOptions);
   } catch (err) {
-    // `latchkey run NAME make -j4`: the command's options are not latchkey's. Say what is missing.
-    throw missingTerminator(argv) ? usage('run', "missing '--' between NAME and the command") : err;
+    // `latchkey run NAME -j4 make`: is -j4 latchkey's, or the command's? Say how to tell.
+    if ((err as Error).message.includes('unknown option')) {
+      const hint = split.terminator ? "everything before '--' is latchkey's" : "latchkey's options come before COMMAND; put '--' before a COMMAND that starts with '-'";
+      throw usage('run', `${(err as Error).message.replace(/^run: /, '').replace(/ \(see .*$/, '')}: ${hint}`);
+    }
+    throw err;
   }
-  const { values: v, positionals, rest } = parsed;
+  const { values: v, positionals } = parsed;
   if (v.help) return null;
   if (positionals.length === 0) throw usage('run', 'missing the lock NAME');
-  if (rest === null) throw usage('run', "missing '--' between NAME and the command");
-  if (positionals.length > 1) throw usage('run', `expected one lock NAME before '--', got ${positionals.length}: ${positionals.map((p) => JSON.stringify(p)).join(' ')}`);
-  if (rest.length === 0) throw usage('run', "missing the command after '--'");
+  if (positionals.length > 1) {
+    throw usage('run', `expected one lock NAME before '--', got ${positionals.length}: ${positionals.map((p) => JSON.stringify(p)).join(' ')} (to give COMMAND a '--', put one before COMMAND too)`);
+  }
   const name = positionals[0]!;
   if (name === '') throw usage('run', 'the lock NAME is empty');
+  if (v.command !== undefined && theirs.length > 0) throw usage('run', '-c and a COMMAND cannot be used together: give one of them');
+  if (v.command === undefined && theirs.length === 0) {
+    throw usage('run', split.terminator ? "missing the command after '--'" : 'missing the COMMAND to run (or -c \'SHELL COMMAND\')');
+  }
+  if (v.command === '') throw usage('run', 'the -c command is empty');
   if (v.shared && v.exclusive) throw usage('run', '--shared and --exclusive cannot be used together');
   if (v.nonblock && v.wait !== undefined) throw usage('run', '--nonblock and --wait cannot be used together');
   const scope = v.scope ?? 'host';
   if (scope !== 'host' && scope !== 'thread' && scope !== 'cluster') {
     throw usage('run', `--scope must be host, cluster or thread, not ${JSON.stringify(scope)}`);
   }
+  const conflict = v['conflict-exit-code'];
+  // As flock(1): the shell is $SHELL, else /bin/sh.
+  const shell = process.env.SHELL || '/bin/sh';
   return {
     name,
-    command: rest[0]!,
-    args: rest.slice(1),
+    command: v.command === undefined ? theirs[0]! : shell,
+    args: v.command === undefined ? theirs.slice(1) : ['-c', v.command],
+    describe: v.command === undefined ? theirs[0]! : shell,
     mode: v.shared ? 'shared' : 'exclusive',
     nonblock: v.nonblock ?? false,
     timeout: v.wait === undefined ? Infinity : parseSeconds('run', '--wait', v.wait),
+    conflictStatus: conflict === undefined ? undefined : parseInteger('run', '-E', conflict, 0, 255),
     scope,
     ttl: v.ttl === undefined ? undefined : parseInteger('run', '--ttl', v.ttl, 250, 86_400_000),
   };
-}
-
-/** Whether `argv` has no `--`, and a second positional or an option not of ours follows NAME. */
-function missingTerminator(argv: string[]): boolean {
-  if (argv.includes('--')) return false;
-  const { tokens } = parseArgs({ args: argv, options: kOptions, strict: false, allowPositionals: true, tokens: true });
-  const name = tokens.findIndex((t) => t.kind === 'positional');
-  return name >= 0 && tokens.slice(name + 1).some((t) => t.kind === 'positional' || (t.kind === 'option' && !Object.hasOwn(kOptions, t.name)));
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -169,7 +233,7 @@ async function runLocked(r: RunRequest): Promise<number> {
 
   const guard = await acquire(r, stop.signal);
   if (guard === 'stopped') return signalStatus((stop.signal.reason as Stopped).signal);
-  if (guard === null) throw new CliError(`lock ${JSON.stringify(r.name)} is taken${holders(r)}: not running the command (--nonblock)`, EXIT_CONFLICT);
+  if (guard === null) throw new CliError(`lock ${JSON.stringify(r.name)} is taken${holders(r)}: not running the command (--nonblock)`, r.conflictStatus ?? EXIT_CONFLICT);
   // A signal that came as the grant did: give the lock back unused.
   if (stop.signal.aborted) {
     releaseQuietly(guard);
@@ -207,7 +271,7 @@ async function runLocked(r: RunRequest): Promise<number> {
       process.stderr.write(`latchkey: could not release lock ${JSON.stringify(r.name)}: ${lossMessage(err)}\n`);
     }
   }
-  const { status, message } = statusOf(outcome, r.command);
+  const { status, message } = statusOf(outcome, r.describe);
   if (message !== undefined) throw new CliError(message, status);
   return lost ? EXIT_LOST : status;
 }
@@ -221,9 +285,10 @@ async function acquire(r: RunRequest, stop: AbortSignal): Promise<LockGuard | nu
     if (stop.aborted) return 'stopped';
     const { code, name, message } = err as { code?: unknown; name?: unknown; message: string };
     if (code === 'ERR_LOCK_TIMEOUT') {
-      throw new CliError(`timed out after ${r.timeout / 1000} s waiting for lock ${JSON.stringify(r.name)}${holders(r)}`, EXIT_TIMEOUT);
+      throw new CliError(`timed out after ${r.timeout / 1000} s waiting for lock ${JSON.stringify(r.name)}${holders(r)}`, r.conflictStatus ?? EXIT_TIMEOUT);
     }
-    if (code === 'ERR_LOCK_BACKEND') throw new CliError(message, EXIT_UNAVAILABLE);
+    // Every failure of the lock store (wrapped or not) is EX_UNAVAILABLE, never a latchkey bug.
+    if (isStoreFailure(err)) throw storeFailure(err, `cannot take lock ${JSON.stringify(r.name)}`);
     // The front door refused the name or an option (too long, reserved): bad arguments.
     if (err instanceof TypeError || err instanceof RangeError || name === 'NotSupportedError') throw usage('run', message);
     throw err;

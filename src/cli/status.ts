@@ -9,38 +9,42 @@ import { join, resolve } from 'node:path';
 import type { HostLockEntry } from '../bridge/host/backend.js';
 import { defaultDir } from '../bridge/host/file-dir.js';
 import { hostBackend } from '../bridge/host/host.js';
-import { type OptionSpecs, CliError, parseCommand, parseInteger, printHelp, usage } from './args.js';
-import { EXIT_CODES_HELP, EXIT_UNAVAILABLE } from './exit-codes.js';
+import { TOKEN_SPAN } from '../atomics/queue/word.js';
+import { type OptionSpecs, isStoreFailure, parseCommand, parseInteger, printHelp, storeFailure } from './args.js';
+import { STATUS_EXIT_HELP } from './exit-codes.js';
 import { type HotLock, hotLocks } from './hot.js';
 import { decodeName } from './names.js';
 import { cell, duration, table } from './table.js';
 
-export const STATUS_HELP = `Usage: latchkey status [--json] [--top N]
+export const STATUS_HELP = `Usage: latchkey status [--json] [--top N] [NAME...]
 
 Show the host-scope locks of this machine: who holds each and who waits for
 it (owner pid, how long ago it was granted or the wait began, how much of the
-lease is left, the grant's token), and the hot locks: the names with the most
-host grants so far.
+lease is left, the grant's fencing token), and the hot locks: the names with
+the most host grants so far. With NAMEs, only those locks (exact names).
 
 Options:
       --json      print one JSON object instead of tables:
                   { backend, location, at, locks: [{ name, mode, state, pid,
-                  owner, host, token, since, ageMs, expires, leaseLeftMs }],
-                  hot: [{ name, grants }] }  (times in epoch ms; token,
-                  expires and leaseLeftMs are null for a waiter)
+                  owner, host, token, hostToken, since, ageMs, expires,
+                  leaseLeftMs }], hot: [{ name, grants }] }  (times in epoch
+                  ms; token, hostToken, expires and leaseLeftMs are null for
+                  a waiter)
       --top N     how many hot locks to show (default 10; 0 for none)
   -h, --help      show this help
 
-TOKEN is the host grant's token at the backend: one per grant to a process,
-and the grant count of the hot locks. (A lock's fencing token, lock.token or
-LATCHKEY_TOKEN, is derived from it and larger.) Holders that are provably
-dead, or whose lease has run out, are not shown: the next taker removes them.
+TOKEN is the fencing token the holder was granted (lock.token, and
+LATCHKEY_TOKEN in 'latchkey run'): the host grant's first. The threads of a
+process that share one host grant (cohorting) get the tokens after it, up to
+${TOKEN_SPAN - 1} more. hostToken, in --json, is the backend's count of the grant
+(TOKEN is hostToken x ${TOKEN_SPAN}). Holders that are provably dead, or whose
+lease has run out, are not shown: the next taker removes them.
 
 Environment:
   LATCHKEY_BACKEND  file (default) or sqlite
   LATCHKEY_DIR      the lock directory (default $TMPDIR/latchkey-<uid>)
 
-${EXIT_CODES_HELP}`;
+${STATUS_EXIT_HELP}`;
 
 const kOptions = {
   json: { type: 'boolean' },
@@ -55,8 +59,10 @@ export interface StatusLock {
   pid: number;
   owner: string;
   host: string;
-  /** Held: the host grant's token; waiting: null. */
+  /** Held: the fencing token the holder was granted (the host grant's first: hostToken × TOKEN_SPAN); waiting: null. */
   token: number | null;
+  /** Held: the backend's token of the host grant (a count of the name's host grants); waiting: null. */
+  hostToken: number | null;
   /** Epoch ms the grant was made (as the backend records it) or the wait began. */
   since: number;
   ageMs: number;
@@ -77,15 +83,15 @@ export interface StatusReport {
 export async function main(argv: string[]): Promise<number> {
   const { values: v, positionals, rest } = parseCommand('status', argv, kOptions);
   if (v.help) return printHelp(STATUS_HELP);
-  const extra = [...positionals, ...(rest ?? [])];
-  if (extra.length > 0) throw usage('status', `unexpected argument ${JSON.stringify(extra[0])}`);
+  const names = [...positionals, ...(rest ?? [])];
   const top = v.top === undefined ? 10 : parseInteger('status', '--top', v.top, 0, 1_000_000);
-  const report = await collect(top);
+  const report = await collect(top, names.length === 0 ? undefined : new Set(names));
   process.stdout.write(v.json ? `${JSON.stringify(report, null, 2)}\n` : `${render(report)}\n`);
   return 0;
 }
 
-export async function collect(top: number): Promise<StatusReport> {
+/** The report; with `names`, of those names only (their locks, and their hot-lock counts). */
+export async function collect(top: number, names?: ReadonlySet<string>): Promise<StatusReport> {
   const kind = process.env.LATCHKEY_BACKEND || 'file', at = Date.now();
   // Nothing was ever locked there: say so, without creating the directory (or the database) to look.
   const dir = resolve(process.env.LATCHKEY_DIR || defaultDir());
@@ -97,20 +103,24 @@ export async function collect(top: number): Promise<StatusReport> {
     location = b.location;
     entries = await b.query();
   } catch (err) {
-    if ((err as { code?: unknown }).code === 'ERR_LOCK_BACKEND') throw new CliError((err as Error).message, EXIT_UNAVAILABLE);
+    // Every failure of the lock store (wrapped or not) is EX_UNAVAILABLE, never a latchkey bug.
+    if (isStoreFailure(err)) throw storeFailure(err, `cannot read the host locks at ${store}`);
     throw err;
   }
+  const wanted = (name: string) => names === undefined || names.has(name);
   const now = Date.now();
-  const locks = entries.map((e): StatusLock => {
+  const locks = entries.filter((e) => wanted(decodeName(e.name))).map((e): StatusLock => {
     const held = e.state === 'held';
     return {
       name: decodeName(e.name), mode: e.mode, state: held ? 'held' : 'waiting', pid: e.pid, owner: e.owner, host: e.host,
-      token: held ? e.token : null, since: e.since, ageMs: Math.max(0, Math.round(now - e.since)),
+      // What the holder sees (lock.token, LATCHKEY_TOKEN): the host token × TOKEN_SPAN + its pass in the cohort, from 0.
+      token: held ? e.token * TOKEN_SPAN : null, hostToken: held ? e.token : null, since: e.since, ageMs: Math.max(0, Math.round(now - e.since)),
       expires: held ? e.expires : null, leaseLeftMs: held ? Math.max(0, Math.round(e.expires - now)) : null,
     };
   });
   locks.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || (a.state === b.state ? 0 : a.state === 'held' ? -1 : 1) || a.since - b.since);
-  return { backend: kind, location, at, locks, hot: top === 0 ? [] : hotLocks(kind, location, top) };
+  const hot = top === 0 ? [] : names === undefined ? hotLocks(kind, location, top) : hotLocks(kind, location, Infinity).filter((h) => wanted(h.name)).slice(0, top);
+  return { backend: kind, location, at, locks, hot };
 }
 
 export function render(r: StatusReport): string {

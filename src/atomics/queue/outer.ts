@@ -21,9 +21,9 @@ import { S_BELL, slotBase } from '../layout.js';
 import {
   ABANDONED_NEXT, A_FLAGS, A_HEAD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_IDLE, A_OUTER_MODE, A_OUTER_NODE,
   A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN, A_OUTER_TTL,
-  A_OUTER_WAITERS, ACT_NONE, LINGER_MS, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, OUTER_ACQUIRING, OUTER_COMPROMISED,
-  OUTER_HELD, OUTER_RELEASING, type LockMode, type NodePool, heldGrants, lingerDue, mayKeepOuter, nodeAt, ringOuterBell,
-  stealerWaiting,
+  A_OUTER_WAITERS, ACT_NONE, type CohortPolicy, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, OUTER_ACQUIRING,
+  OUTER_COMPROMISED, OUTER_HELD, OUTER_RELEASING, OUTER_WANTED, type LockMode, type NodePool, type Place, heldGrants, lingerDue,
+  mayKeepOuter, nodeAt, ringOuterBell, stealerWaiting,
 } from './word.js';
 
 /** What an escalation asks the outer lock for. */
@@ -38,6 +38,8 @@ export interface OuterRequest {
   readonly steal: boolean;
 }
 
+export type { CohortPolicy };
+
 /** The process's grant of the outer lock. */
 export interface OuterGrant {
   /** Strictly increasing per name across processes; local tokens are token × TOKEN_SPAN + the pass. */
@@ -46,6 +48,8 @@ export interface OuterGrant {
   readonly expires: number;
   /** The previous holder died holding it, or lost it: the first local grant is told. */
   readonly abandoned: boolean;
+  /** Another process waits for it already (as OuterSeat.wanted() says later). */
+  readonly wanted?: boolean;
 }
 
 /** What an escalation came back with. */
@@ -55,6 +59,8 @@ export type OuterOutcome =
   | { readonly failed: unknown };
 
 export interface OuterLock {
+  /** How the tier's grants are shared among the process's threads (word.ts CohortPolicy). */
+  readonly cohort: CohortPolicy;
   /** Take the outer lock for `seat`'s name, blocking this thread until granted or `req.wait.deadline`. */
   acquireSync(seat: OuterSeat, req: OuterRequest): OuterOutcome;
   /** The same without blocking the event loop; it ends early when `req.wait.signal` aborts. */
@@ -93,6 +99,7 @@ const STATES: readonly OuterState[] = ['none', 'acquiring', 'held', 'releasing']
 
 /** What the queue offers its seat: its words and its latch. */
 export interface SeatHost {
+  readonly place: Place;
   readonly pool: NodePool;
   readonly anchor: number;
   readonly slot: number;
@@ -159,7 +166,7 @@ export class OuterSeat {
    */
   get worthKeeping(): boolean {
     const w = this.#w, a = this.#a, head = w[a + A_HEAD]!;
-    if (head === 0 || this.compromised || !mayKeepOuter(this.#q.pool, a)) return false;
+    if (head === 0 || this.compromised || this.wantedElsewhere || !mayKeepOuter(this.#q.pool, a)) return false;
     return w[a + A_OUTER_MODE] === MODE_EXCLUSIVE || (w[nodeAt(this.#q.pool, head - 1) + N_MODE]! & MODE_MASK) === MODE_SHARED;
   }
 
@@ -176,7 +183,27 @@ export class OuterSeat {
   /** Epoch ms at which a held grant that serves nobody (lingering) is due to go back, or 0 when it does not linger. */
   get lingersUntil(): number {
     const idle = this.#f[(this.#a + A_OUTER_IDLE) >> 1]!;
-    return idle === 0 ? 0 : idle + LINGER_MS;
+    return idle === 0 ? 0 : idle + this.#q.place.cohort.lingerMs;
+  }
+
+  /** Another process waits for the name (as the tier has just learned). */
+  get wantedElsewhere(): boolean {
+    return (this.#w[this.#a + A_OUTER_FLAGS]! & OUTER_WANTED) !== 0;
+  }
+
+  /**
+   * The tier learned that another process waits for the name: from now on
+   * the process's turn is short (CohortPolicy), a grant nobody local uses
+   * goes back at once, and the releaser keeps nothing. Meaningful while the
+   * process holds a grant (a new grant starts without it).
+   */
+  wanted(): void {
+    this.#q.withLatch(() => {
+      const w = this.#w, a = this.#a;
+      if (w[a + A_OUTER] !== OUTER_HELD && w[a + A_OUTER] !== OUTER_RELEASING) return { value: undefined, action: ACT_NONE };
+      w[a + A_OUTER_FLAGS]! |= OUTER_WANTED;
+      return { value: undefined, action: lingerDue(this.#q.place, this.#q.tid, Infinity) };
+    });
   }
 
   /** An escalator that sleeps asks the table's helper thread to watch for the outer lock changing hands. */
@@ -264,9 +291,9 @@ export class OuterSeat {
     });
   }
 
-  /** Give the grant back if it has lingered (served nobody) since before `now` - LINGER_MS, or its budget is spent. */
+  /** Give the grant back if it has lingered (served nobody) long enough by `now` (epoch ms), or its budget is spent. */
   releaseIfIdle(now: number): void {
-    this.#q.withLatch(() => ({ value: undefined, action: lingerDue(this.#q.pool, this.#a, this.#q.tid, now) }));
+    this.#q.withLatch(() => ({ value: undefined, action: lingerDue(this.#q.place, this.#q.tid, now) }));
   }
 
   // --- the helper thread's mailbox (one request and one answer at a time) -------

@@ -5,7 +5,7 @@
  * lock (the host or cluster tier) meets it through its seat (outer.ts).
  */
 import { threadId } from 'node:worker_threads';
-import type { TableCore } from '../core.js';
+import type { TableCore, WatchedTable } from '../core.js';
 import { cycleThrough } from '../deadlock.js';
 import { defineKind } from '../kinds.js';
 import { KIND_QUEUE, T_WAIT_SLOT, nodeRegionOf, threadBase } from '../layout.js';
@@ -17,7 +17,7 @@ import {
   freeNode, latch, latchWord, nodeAt, outerGranted, placeOf, outerKept, outerReleased, poolOf, recordWait, release, snapshot, tryGrant,
   unlatch, wake,
 } from './word.js';
-import { type OuterLock, type OuterOutcome, OuterSeat, type SeatHost } from './outer.js';
+import { type OuterLock, type OuterOutcome, OuterSeat } from './outer.js';
 import { relax, remaining, waitAsyncUntil } from '../wait.js';
 import { finishDeferred, recoveriesDeferred } from '../threads.js';
 import { StaleQueue, stillNamed } from './names.js';
@@ -69,7 +69,7 @@ const DEFERRED_POLL_MS = 2;
 /** Spin rounds before a wait parks: round n busy-waits 2^n loop turns, ~20 µs in all here. */
 const QUEUE_SPIN_ROUNDS = 15;
 
-export class RequestQueue implements SeatHost {
+export class RequestQueue {
   readonly #core: TableCore;
   readonly #place: Place;
   readonly #latch: number;
@@ -90,7 +90,7 @@ export class RequestQueue implements SeatHost {
   constructor(core: TableCore, slot: number, name: string, gated: boolean, gen: number, wiring: QueueWiring) {
     this.gen = gen;
     this.#core = core;
-    this.#place = placeOf(poolOf(core, nodeRegionOf(core.slots, core.threads), core.nodes), slot, gated);
+    this.#place = placeOf(poolOf(core, nodeRegionOf(core.slots, core.threads), core.nodes), slot, gated, wiring.outer?.cohort);
     this.#latch = latchWord(this.#place.p, slot);
     this.#wiring = wiring;
     this.slot = slot;
@@ -102,6 +102,11 @@ export class RequestQueue implements SeatHost {
   /** The table's identity (layout H_ID). */
   get tableId(): string {
     return this.#core.id;
+  }
+
+  /** @internal For the seat (outer.ts). */
+  get place(): Place {
+    return this.#place;
   }
 
   /** @internal For the seat (outer.ts). */
@@ -340,7 +345,8 @@ export class RequestQueue implements SeatHost {
    */
   #afterEscalation(node: number, req: QueueRequest, outcome: OuterOutcome): typeof AGAIN | typeof UNAVAILABLE {
     if ('granted' in outcome) {
-      const { token, expires, abandoned } = outcome.granted, grant = { mode: modeBits(req.mode), token, expires, ttl: req.ttl, abandoned };
+      const { token, expires, abandoned, wanted = false } = outcome.granted;
+      const grant = { mode: modeBits(req.mode), token, expires, ttl: req.ttl, abandoned, wanted };
       const ok = this.withLatch((wakes) => {
         const r = outerGranted(this.#place, node, grant, this.#core.tid, wakes);
         return { value: r.ok, action: r.action };
@@ -397,17 +403,18 @@ export class RequestQueue implements SeatHost {
 
 const outerRequest = (req: QueueRequest) => ({ mode: req.mode, wait: req.wait, ttl: req.ttl, once: req.ifAvailable, steal: req.steal });
 
-defineKind(KIND_QUEUE, {
-  holders: (table, _base, slot) => {
-    if (table.nodes === 0) return [];
-    const pool = poolOf(table, nodeRegionOf(table.slots, table.threads), table.nodes), w = table.words;
-    const out: number[] = [];
-    // Racy walk, bounded: deadlock detection confirms what it finds with a second walk.
-    for (let n = Atomics.load(w, anchorOf(pool, slot) + A_HELD), guard = 0; n > 0 && n <= pool.nodes && guard < pool.nodes; guard++) {
-      const owner = Atomics.load(w, nodeAt(pool, n - 1) + N_OWNER);
-      if (owner !== 0 && !out.includes(owner)) out.push(owner);
-      n = Atomics.load(w, nodeAt(pool, n - 1) + N_NEXT);
-    }
-    return out;
-  },
-});
+/** The threads (registry tids) holding the queue in `slot`: for deadlock detection and stats. Racy, bounded. */
+export function queueHolders(table: WatchedTable, _base: number, slot: number): number[] {
+  if (table.nodes === 0) return [];
+  const pool = poolOf(table, nodeRegionOf(table.slots, table.threads), table.nodes), w = table.words;
+  const out: number[] = [];
+  // Racy walk, bounded: deadlock detection confirms what it finds with a second walk.
+  for (let n = Atomics.load(w, anchorOf(pool, slot) + A_HELD), guard = 0; n > 0 && n <= pool.nodes && guard < pool.nodes; guard++) {
+    const owner = Atomics.load(w, nodeAt(pool, n - 1) + N_OWNER);
+    if (owner !== 0 && !out.includes(owner)) out.push(owner);
+    n = Atomics.load(w, nodeAt(pool, n - 1) + N_NEXT);
+  }
+  return out;
+}
+
+defineKind(KIND_QUEUE, { holders: queueHolders });

@@ -89,7 +89,8 @@ function latchFor(table: WatchedTable, at: number, dead: number): boolean {
 
 /** Repair one queue for the dead thread: 1 if it held it, 0 if not, BLOCKED to come back later. */
 function recoverSlot(table: WatchedTable, pool: NodePool, slot: number, dead: number, outer: (() => OuterLock) | undefined): number {
-  const w = pool.words, q = placeOf(pool, slot, (w[H_FLAGS]! & TABLE_GATED) !== 0), at = latchWord(pool, slot);
+  const w = pool.words, gated = (w[H_FLAGS]! & TABLE_GATED) !== 0, q = placeOf(pool, slot, gated, gated ? outer?.().cohort : undefined);
+  const at = latchWord(pool, slot);
   if (!latchFor(table, at, dead)) return BLOCKED;
   let held = false;
   try {

@@ -11,11 +11,13 @@
  */
 import type { TableCore } from '../core.js';
 import {
+  F_ACQUIRED, F_CONTENDED, F_HOLD_MAX_NS, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS,
   H_FLAGS, H_HELPER, H_HELPER_BELL, H_NAMED, H_NODES, HEADER_WORDS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, NAME_MAX, S_USE, TABLE_GATED, USE_NAMED, USE_REACH_MASK, identityOf, isBorn, slotBase,
 } from '../layout.js';
 import { joinTable, validate } from '../memory.js';
 import { encodeWtf8Into, fnv1a, wtf8Length } from '../name-bytes.js';
-import { type QueueWiring, RequestQueue } from './queue.js';
+import { type QueueWiring, RequestQueue, queueHolders } from './queue.js';
+import type { LockStats } from '../table.js';
 import { nameOfSlot, queueSlotOf, stillNamed } from './names.js';
 import { queueRecovery } from './recovery.js';
 import { ERR_INVALID_ARG_TYPE, ERR_LOCK_TABLE_INVALID, ERR_OUT_OF_RANGE } from '../../errors.js';
@@ -55,8 +57,9 @@ export function helperState(buffer: SharedArrayBuffer): HelperState {
       Atomics.notify(w, H_HELPER_BELL);
     },
     sleep: async (bell, ms) => {
-      const r = Atomics.waitAsync(w, H_HELPER_BELL, bell, ms);
-      return r.async ? r.value : r.value;
+      // Whole milliseconds: Node 20's waitAsync returns at once for less, and the helper would spin.
+      const r = Atomics.waitAsync(w, H_HELPER_BELL, bell, Math.max(1, Math.ceil(ms)));
+      return r.value;
     },
   };
 }
@@ -143,6 +146,40 @@ export class QueueTable {
       }
       yield q;
     }
+  }
+
+  /**
+   * Counters of the queue `name` (undefined when no request holds or waits
+   * for it, or ever did since its slot was taken), or of every named queue:
+   * as LockTable.stats() gives them (kind 'queue').
+   */
+  stats(name: string): LockStats | undefined;
+  stats(): LockStats[];
+  stats(name?: string): LockStats | LockStats[] | undefined {
+    if (name !== undefined) {
+      const found = this.#names.get(name) ?? this.#find(name);
+      return found === undefined || !stillNamed(this.#core, found.slot, found.gen) ? undefined : this.#statsOf(found.slot, name);
+    }
+    const all: LockStats[] = [];
+    for (const q of this.queues()) all.push(this.#statsOf(q.slot, q.name));
+    return all;
+  }
+
+  #find(name: string): { slot: number; gen: number } | undefined {
+    const length = wtf8Length(name);
+    if (length > NAME_MAX) return undefined;
+    encodeWtf8Into(name, this.#scratch);
+    const found = queueSlotOf(this.#core, this.#scratch, length, fnv1a(this.#scratch, length) | 0, false);
+    return found === null ? undefined : { slot: found[0], gen: found[1] };
+  }
+
+  #statsOf(slot: number, name: string): LockStats {
+    const { f64, threads } = this.#core, base = slotBase(threads, slot), f = (word: number) => f64[(base + word) >> 1]!;
+    const holders = queueHolders(this.#core, base, slot);
+    return {
+      name, slot, kind: 'queue', holders, owner: holders.length === 1 ? holders[0]! : 0,
+      acquisitions: f(F_ACQUIRED), contended: f(F_CONTENDED), waitNs: f(F_WAIT_TOTAL_NS), waitMaxNs: f(F_WAIT_MAX_NS), holdMaxNs: f(F_HOLD_MAX_NS),
+    };
   }
 
   /** @internal For tests: the raw views and this thread's core. */

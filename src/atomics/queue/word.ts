@@ -85,7 +85,7 @@
  */
 import type { TableCore, WatchedTable } from '../core.js';
 import {
-  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_HELPER, H_HELPER_BELL, HELPER_RUNNING, NODE_WORDS, S_BELL,
+  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_HELPER, H_HELPER_BELL, HELPER_RUNNING, HELPER_SERVING, NODE_WORDS, S_BELL,
   S_STATE, T_LIVE, T_RECOVERING, slotBase, threadBase,
 } from '../layout.js';
 import { SpinWait } from '../wait.js';
@@ -219,6 +219,12 @@ export const OUTER_RELEASING = 3;
 export const OUTER_PREVIOUS_DIED = 1;
 /** A_OUTER_FLAGS: the outer grant was lost (lease expired and taken, or stolen). */
 export const OUTER_COMPROMISED = 2;
+/**
+ * A_OUTER_FLAGS: another process waits for the name (the outer tier says so:
+ * OuterSeat.wanted()). The process's turn is then short (CohortPolicy), a
+ * grant nobody local uses goes back at once, and the releaser keeps nothing.
+ */
+export const OUTER_WANTED = 4;
 
 /** Local grants one outer grant may serve before other processes get a turn. */
 export const COHORT_PASSES = 64;
@@ -226,14 +232,6 @@ export const COHORT_PASSES = 64;
 export const COHORT_MS = 20;
 /** Host-scope token = outer token × TOKEN_SPAN + pass (pass < COHORT_PASSES + shared joiners, < TOKEN_SPAN). */
 export const TOKEN_SPAN = 1000;
-/**
- * How long an outer grant that serves nobody stays held, in case the
- * process asks again (a loop of request() in one thread re-takes it with no
- * I/O). Within the budget, and only while the lease keeper runs: it gives
- * back what lingers (lingerDue()). Another process waits at most this more.
- */
-export const LINGER_MS = 0.5;
-
 /** What a transition asks of its caller once the latch is released. */
 export const ACT_NONE = 0;
 /** Give the outer grant back (or renew its budget): the caller is A_OUTER_ACTOR. */
@@ -253,15 +251,40 @@ export interface NodePool {
 
 export const anchorOf = (p: NodePool, slot: number) => p.region + slot * ANCHOR_WORDS;
 
-/** Where one queue lives: its table's pool, its slot, its anchor, and whether it is gated (H_FLAGS). */
+/**
+ * How an outer grant is shared among the threads of the process (a gated
+ * queue's; each tier gives its own, outer.ts OuterLock.cohort). While
+ * nobody else waits, a grant serves up to COHORT_PASSES local grants or
+ * COHORT_MS; once another process waits (OUTER_WANTED), only what is left
+ * of `turnPasses` and `turnMs` (0: no new local grant). A grant that serves
+ * nobody lingers `lingerMs` while nobody else waits.
+ */
+export interface CohortPolicy {
+  readonly turnPasses: number;
+  readonly turnMs: number;
+  readonly lingerMs: number;
+}
+
+/**
+ * The host tier's policy: the whole budget whoever waits; a grant nobody
+ * uses lingers half a millisecond, in case the process asks again (a loop of
+ * request() in one thread re-takes it with no I/O); another process waits
+ * at most that much more. Linger needs the table's helper thread running:
+ * it gives back what lingers (lingerDue()).
+ */
+export const kCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 0.5 });
+
+/** Where one queue lives: its table's pool, its slot, its anchor, whether it is gated (H_FLAGS), and its cohort policy. */
 export interface Place {
   readonly p: NodePool;
   readonly slot: number;
   readonly a: number;
   readonly gated: boolean;
+  readonly cohort: CohortPolicy;
 }
 
-export const placeOf = (p: NodePool, slot: number, gated: boolean): Place => ({ p, slot, a: anchorOf(p, slot), gated });
+export const placeOf = (p: NodePool, slot: number, gated: boolean, cohort: CohortPolicy = kCohort): Place =>
+  ({ p, slot, a: anchorOf(p, slot), gated, cohort });
 export const nodeAt = (p: NodePool, node: number) => p.region + node * NODE_WORDS;
 export const firstRequest = (p: NodePool) => 2 * p.slots;
 
@@ -395,24 +418,29 @@ function outerCovers(p: NodePool, a: number, mode: number): boolean {
     && (w[a + A_OUTER_MODE] === MODE_EXCLUSIVE || mode === MODE_SHARED);
 }
 
-/** Whether the outer grant may serve one more local grant. A stealer ignores the budget, not the token space. */
-function budgetLeft(p: NodePool, a: number, flags: number): boolean {
-  const passes = p.words[a + A_PASSES];
+/**
+ * Whether the outer grant may serve one more local grant: within the
+ * budget, or, while another process waits, within the turn. A stealer
+ * ignores both, not the token space.
+ */
+function budgetLeft(q: Place, flags: number): boolean {
+  const { p, a, cohort } = q, passes = p.words[a + A_PASSES]!;
   if (passes >= TOKEN_SPAN - 1) return false;
   if ((flags & STEAL) !== 0) return true;
-  return passes - p.words[a + A_BUDGET_BASE] < COHORT_PASSES
-    && performance.timeOrigin + performance.now() - p.f64[f64At(a + A_OUTER_SINCE)] < COHORT_MS;
+  const wanted = (p.words[a + A_OUTER_FLAGS]! & OUTER_WANTED) !== 0;
+  return passes - p.words[a + A_BUDGET_BASE]! < (wanted ? Math.min(COHORT_PASSES, cohort.turnPasses) : COHORT_PASSES)
+    && performance.timeOrigin + performance.now() - p.f64[f64At(a + A_OUTER_SINCE)]! < (wanted ? Math.min(COHORT_MS, cohort.turnMs) : COHORT_MS);
 }
 
 /**
- * The lease keeper's check of a lingering outer grant: if it has served
- * nobody for LINGER_MS (or its budget is spent), make the caller its
- * releaser. Under the latch.
+ * The helper thread's check of a lingering outer grant: if it has served
+ * nobody for its linger (or its budget is spent, or another process waits),
+ * make the caller its releaser. Under the latch.
  */
-export function lingerDue(p: NodePool, a: number, tid: number, now: number): number {
-  const w = p.words, idle = p.f64[f64At(a + A_OUTER_IDLE)];
+export function lingerDue(q: Place, tid: number, now: number): number {
+  const { p, a } = q, w = p.words, idle = p.f64[f64At(a + A_OUTER_IDLE)]!;
   if (w[a + A_OUTER] !== OUTER_HELD || w[a + A_HELD_COUNT] !== 0 || w[a + A_HEAD] !== 0 || idle === 0) return ACT_NONE;
-  if (now - idle < LINGER_MS && budgetLeft(p, a, 0)) return ACT_NONE;
+  if (now - idle < q.cohort.lingerMs && budgetLeft(q, 0) && (w[a + A_OUTER_FLAGS]! & OUTER_WANTED) === 0) return ACT_NONE;
   w[a + A_OUTER] = OUTER_RELEASING;
   w[a + A_OUTER_ACTOR] = tid;
   p.f64[f64At(a + A_OUTER_IDLE)] = 0;
@@ -448,7 +476,7 @@ export function settle(q: Place, tid: number, wakes: Wakes): number {
     if (!compatible(p, a, mode)) break;
     if (gated) {
       const outer = w[a + A_OUTER];
-      if (outer === OUTER_HELD && outerCovers(p, a, mode) && budgetLeft(p, a, flags)) {
+      if (outer === OUTER_HELD && outerCovers(p, a, mode) && budgetLeft(q, flags)) {
         unlink(p, a, A_HEAD, A_TAIL, node);
         grant(q, node, wakes);
         continue;
@@ -462,9 +490,10 @@ export function settle(q: Place, tid: number, wakes: Wakes): number {
   // An outer grant nobody local can use any more: idle, spent, or of the wrong mode.
   if (gated && w[a + A_OUTER] === OUTER_HELD && w[a + A_HELD_COUNT] === 0) {
     const head = w[a + A_HEAD], flags = head === 0 ? 0 : w[nodeAt(p, head - 1) + N_MODE];
-    if (head === 0 && budgetLeft(p, a, 0) && (w[a + A_OUTER_FLAGS] & OUTER_COMPROMISED) === 0
-      && Atomics.load(w, H_HELPER) === HELPER_RUNNING) {
-      // Idle: linger, the keeper gives it back after LINGER_MS.
+    const helper = Atomics.load(w, H_HELPER);
+    if (head === 0 && budgetLeft(q, 0) && (w[a + A_OUTER_FLAGS]! & (OUTER_COMPROMISED | OUTER_WANTED)) === 0
+      && q.cohort.lingerMs > 0 && (helper === HELPER_RUNNING || helper === HELPER_SERVING)) {
+      // Idle, and nobody else waits: linger; the table's helper thread gives it back after lingerMs.
       if (p.f64[f64At(a + A_OUTER_IDLE)] === 0) {
         p.f64[f64At(a + A_OUTER_IDLE)] = performance.timeOrigin + performance.now();
         Atomics.add(w, H_HELPER_BELL, 1);
@@ -472,7 +501,7 @@ export function settle(q: Place, tid: number, wakes: Wakes): number {
       }
       return ACT_NONE;
     }
-    if (head === 0 || !outerCovers(p, a, flags & MODE_MASK) || !budgetLeft(p, a, flags)) {
+    if (head === 0 || !outerCovers(p, a, flags & MODE_MASK) || !budgetLeft(q, flags)) {
       w[a + A_OUTER] = OUTER_RELEASING;
       w[a + A_OUTER_ACTOR] = tid;
       p.f64[f64At(a + A_OUTER_IDLE)] = 0;
@@ -540,7 +569,7 @@ export function enqueue(q: Place, node: number, tid: number, wakes: Wakes): Enqu
   } else if ((flags & IF_AVAILABLE) !== 0) {
     // Granted at once or not at all: nothing may be ahead of it.
     if (w[a + A_HEAD] !== 0 || !compatible(p, a, mode)
-      || (gated && !(outerCovers(p, a, mode) && budgetLeft(p, a, flags)) && !(w[a + A_OUTER] === OUTER_NONE && w[a + A_HELD_COUNT] === 0))) {
+      || (gated && !(outerCovers(p, a, mode) && budgetLeft(q, flags)) && !(w[a + A_OUTER] === OUTER_NONE && w[a + A_HELD_COUNT] === 0))) {
       w[at + N_SLOT] = 0;
       return { outcome: ENQ_UNAVAILABLE, action: ACT_NONE, stolen };
     }
@@ -604,10 +633,12 @@ export interface OuterGrantFields {
   readonly ttl: number;
   /** The previous holder died holding it: the first local grant is told. */
   readonly abandoned: boolean;
+  /** Another process waits for it already (OUTER_WANTED from the start). */
+  readonly wanted: boolean;
 }
 
 export function outerGranted(q: Place, node: number, grant: OuterGrantFields, tid: number, wakes: Wakes): { ok: boolean; action: number } {
-  const { p, a } = q, { mode, token, expires, ttl, abandoned: previousDied } = grant;
+  const { p, a } = q, { mode, token, expires, ttl, abandoned: previousDied, wanted } = grant;
   const w = p.words, f = p.f64;
   if (w[a + A_OUTER_NODE] !== node + 1) return { ok: false, action: ACT_NONE };
   w[a + A_OUTER] = OUTER_HELD;
@@ -616,7 +647,7 @@ export function outerGranted(q: Place, node: number, grant: OuterGrantFields, ti
   w[a + A_OUTER_ACTOR] = 0;
   w[a + A_PASSES] = 0;
   w[a + A_BUDGET_BASE] = 0;
-  w[a + A_OUTER_FLAGS] = previousDied ? OUTER_PREVIOUS_DIED : 0;
+  w[a + A_OUTER_FLAGS] = (previousDied ? OUTER_PREVIOUS_DIED : 0) | (wanted ? OUTER_WANTED : 0);
   w[a + A_OUTER_TTL] = ttl;
   f[f64At(a + A_OUTER_TOKEN)] = token;
   f[f64At(a + A_OUTER_SINCE)] = performance.timeOrigin + performance.now();

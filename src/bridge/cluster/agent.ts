@@ -32,6 +32,8 @@ import { debug, hostEvent } from '../../observe.js';
 
 /** How long a grant answered but not yet taken up by its requester is waited for, once it is lost. */
 const LOST_GRANT_MS = 5_000;
+/** How often grants nobody uses are looked for (a release lost to a thread's death). */
+const SWEEP_MS = 1000;
 
 const table = clusterTable();
 const helper = table.helper;
@@ -138,9 +140,18 @@ function run(q: RequestQueue, work: (abort: AbortController) => Promise<void>, a
   });
 }
 
-function serve(sweeping: boolean): void {
+/** One pass over the mailboxes; returns ms until a lingering grant is due to go back. */
+function serve(sweeping: boolean): number {
+  let due = SWEEP_MS;
   for (const q of table.queues()) {
-    const { seq, op } = q.seat!.mailbox.request(), fresh = seq !== 0 && handled.get(q.slot) !== seq;
+    const seat = q.seat!, until = seat.lingersUntil;
+    if (until !== 0) {
+      // A grant nobody local uses (the cohort's linger): back to the server once it has lingered long enough.
+      const now = performance.timeOrigin + performance.now();
+      if (now >= until) seat.releaseIfIdle(now);
+      else due = Math.min(due, until - now);
+    }
+    const { seq, op } = seat.mailbox.request(), fresh = seq !== 0 && handled.get(q.slot) !== seq;
     if (fresh && (op & OP_MASK) === OP_CANCEL) {
       // At once, whatever is on its way for the name: the requester waits for nothing else.
       handled.set(q.slot, seq);
@@ -163,6 +174,7 @@ function serve(sweeping: boolean): void {
       run(q, () => sweep(q));
     }
   }
+  return due;
 }
 
 const queries = new BroadcastChannel(QUERY_CHANNEL);
@@ -174,16 +186,13 @@ queries.onmessage = (event) => {
 // This thread exists to wait: keep it alive while the process lives (the
 // main thread unref'd it, so it never keeps the process alive).
 setInterval(() => {}, 0x7fffffff);
-// Serving, and a grant never lingers: at exit a lingering grant's session
-// would end with its lease row left, and the next holder be told it died.
+// Serving: grants may linger (as the tier's CohortPolicy says); this thread gives them back.
 helper.set(HELPER_SERVING);
-/** How often grants nobody uses are looked for (a release lost to a thread's death). */
-const SWEEP_MS = 1000;
 let lastSweep = performance.now();
 for (;;) {
   const bell = helper.bell;
   const sweeping = performance.now() - lastSweep >= SWEEP_MS;
   if (sweeping) lastSweep = performance.now();
-  serve(sweeping);
-  await helper.sleep(bell, SWEEP_MS);
+  const due = serve(sweeping);
+  await helper.sleep(bell, due);
 }

@@ -17,7 +17,7 @@ import { BroadcastChannel, getEnvironmentData, threadId } from 'node:worker_thre
 import type { ClusterEngine, ClusterEntry, EngineEvents } from './engine.js';
 import { QueueTable } from '../../atomics/queue/table.js';
 import type { RequestQueue } from '../../atomics/queue/queue.js';
-import type { OuterLock, OuterOutcome, OuterRequest, OuterSeat } from '../../atomics/queue/outer.js';
+import type { CohortPolicy, OuterLock, OuterOutcome, OuterRequest, OuterSeat } from '../../atomics/queue/outer.js';
 import type { Geometry } from '../../atomics/memory.js';
 import { type HelperSpec, ensureHelper } from '../helper-threads.js';
 import { type Escalating, escalate, escalateSync } from '../escalation.js';
@@ -178,8 +178,16 @@ class ClusterEscalation implements Escalating {
   }
 }
 
+/**
+ * How the threads of a process share a cluster grant: the whole budget, and
+ * no linger (a grant nobody local uses goes back at once: the engine cannot
+ * tell yet when another process starts to wait).
+ */
+const kClusterCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 0 });
+
 /** The cluster tier's side of the seam (atomics/queue/outer.ts). */
 export const clusterOuter: OuterLock = {
+  cohort: kClusterCohort,
   acquireSync: (seat, req) => escalateSync(seat, new ClusterEscalation(seat, req)),
   acquire: (seat, req) => escalate(seat, new ClusterEscalation(seat, req), req.wait.signal),
   // As the name's releaser: the agent keeps it (no other process waits) or gives it back, and reports.
@@ -241,6 +249,8 @@ export function clusterExit(): void {
   const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
   if (!(buffer instanceof SharedArrayBuffer) || QueueTable.namesIn(buffer) === 0) return;
   const end = performance.now() + EXIT_MS;
+  // A grant that lingers is given back too: its session ending with it held would read, to the next holder, as a death.
+  for (const q of clusterTable().queues()) if (q.seat!.lingersUntil !== 0) q.seat!.releaseIfIdle(Infinity);
   for (const q of clusterTable().queues()) {
     const seat = q.seat!;
     for (;;) {

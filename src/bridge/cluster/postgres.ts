@@ -30,8 +30,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { AcquireOptions, ClusterEngine, ClusterEntry, EngineEvents, EngineGrant, LockMode } from './engine.js';
 import { me } from '../identity.js';
-import { createRequire } from 'node:module';
-import { ERR_LOCK_BACKEND } from '../../errors.js';
+import { loadDriver } from '../drivers.js';
 import { debug, hostEvent } from '../../observe.js';
 
 /** The 64-bit advisory lock key of a name, as PostgreSQL's bigint text. */
@@ -233,16 +232,8 @@ export class Session {
   }
 }
 
-let pgModule: typeof pg | undefined;
-/** pg, loaded in the agent thread when it first needs it. */
-function driver(): typeof pg {
-  if (pgModule !== undefined) return pgModule;
-  try {
-    return (pgModule = createRequire(import.meta.url)('pg') as typeof pg);
-  } catch (err) {
-    throw new ERR_LOCK_BACKEND('postgres', `it needs the pg package (npm install pg): ${(err as Error).message.split('\n')[0]}`);
-  }
-}
+/** pg, loaded in the agent thread on first use: the package is an optional peer. */
+const driver = () => loadDriver<typeof pg>('pg', 'postgres');
 
 /** How often an acquisition nobody woke is tried again (a holder that died sends no NOTIFY). */
 export const POLL_MS = 200;

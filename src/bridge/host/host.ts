@@ -24,6 +24,7 @@
 import { getEnvironmentData } from 'node:worker_threads';
 import { join } from 'node:path';
 import { HELPER_RUNNING, QueueTable } from '../../atomics/queue/table.js';
+import { kCohort } from '../../atomics/queue/word.js';
 import type { RequestQueue } from '../../atomics/queue/queue.js';
 import type { OuterLock, OuterOutcome, OuterRequest, OuterSeat } from '../../atomics/queue/outer.js';
 import type { Geometry } from '../../atomics/memory.js';
@@ -34,7 +35,7 @@ import { me, monotonicMs, wallClock } from '../identity.js';
 import { type HelperSpec, ensureHelper } from '../helper-threads.js';
 import { storeKey, nameOfStoreKey } from '../keys.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT } from '../../errors.js';
-import { debug, hostEvent } from '../../observe.js';
+import { debug, hostEvent, hostObserved } from '../../observe.js';
 import { announceLoss, announceSteal } from '../../loss.js';
 import { type Escalating, escalate, escalateSync } from '../escalation.js';
 
@@ -118,12 +119,12 @@ class Escalation implements Escalating {
       this.#unwatch();
       renewUntilKeeperRuns(req.ttl);
       if (r.previousDied) hostEvent('takeover', seat.name, { token: r.token });
-      else if (debug.enabled) hostEvent('grant', seat.name, { token: r.token, mode: req.mode });
+      else if (hostObserved()) hostEvent('grant', seat.name, { token: r.token, mode: req.mode });
       return { granted: { token: r.token, expires: r.expires, abandoned: r.previousDied } };
     }
     if (req.once) return this.end({ gaveUp: 'unavailable' });
     if (performance.now() >= req.wait.deadline) return this.end({ failed: new ERR_LOCK_TIMEOUT(JSON.stringify(seat.name), req.wait.timeout) });
-    if (!this.#watching && debug.enabled) hostEvent('wait', seat.name, { retryInMs: r.retryAt - wallClock() });
+    if (!this.#watching && hostObserved()) hostEvent('wait', seat.name, { retryInMs: r.retryAt - wallClock() });
     this.#watch();
     return { bell, until: Math.min(req.wait.deadline, performance.now() + Math.max(0, r.retryAt - wallClock())) };
   }
@@ -160,6 +161,7 @@ class Escalation implements Escalating {
 
 /** The host tier's side of the seam (atomics/queue/outer.ts). */
 export const hostOuter: OuterLock = {
+  cohort: kCohort,
   acquireSync: (seat, req) => escalateSync(seat, new Escalation(seat, req)),
   acquire: (seat, req) => escalate(seat, new Escalation(seat, req), req.wait.signal),
   release: releaseOuter,
@@ -213,7 +215,7 @@ export function renewOuter(seat: OuterSeat, force: boolean): void {
       r = { lost: 'renew-failed' as const, detail: (err as Error).message };
     }
     if ('expires' in r) {
-      if (debug.enabled) hostEvent('renew', seat.name, { token, expires: r.expires });
+      if (hostObserved()) hostEvent('renew', seat.name, { token, expires: r.expires });
       return { expires: r.expires };
     }
     // Taken before its lease ran out: a steal. After: the lease expired.

@@ -35,8 +35,8 @@
  */
 import { closeSync, constants, lstatSync, mkdirSync, openSync, utimesSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { createRequire } from 'node:module';
 import type Database from 'better-sqlite3';
+import { loadDriver } from '../drivers.js';
 import type { LockMode } from '../../atomics/queue/queue.js';
 import type { Attempt, AttemptRequest, Backend, HostLockEntry, Renewal } from './backend.js';
 import { HEIR_STALE_MS, HOST_FAIR_MS, POLL_MS } from './file.js';
@@ -71,17 +71,8 @@ interface Row {
 }
 
 const fail = (detail: string) => new ERR_LOCK_BACKEND('sqlite', detail);
-
-let driver: typeof Database | undefined;
-/** better-sqlite3, loaded on first use: a program that never opens this backend never loads it. */
-function sqlite(): typeof Database {
-  if (driver !== undefined) return driver;
-  try {
-    return (driver = createRequire(import.meta.url)('better-sqlite3') as typeof Database);
-  } catch (err) {
-    throw fail(`it needs the better-sqlite3 package (npm install better-sqlite3): ${(err as Error).message.split('\n')[0]}`);
-  }
-}
+/** better-sqlite3, loaded on first use (drivers.ts). */
+const sqlite = () => loadDriver<typeof Database>('better-sqlite3', 'sqlite');
 /** Whether the process of a row is provably dead (identity.ts); its `owner` is the process's id. */
 const rowDead = (r: Row) => provablyDead({ id: r.owner, pid: r.pid, start: r.start, boot: r.boot, host: r.host });
 const sleepMs = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -151,6 +142,8 @@ export class SqliteBackend implements Backend {
   #closed = false;
 
   constructor(path?: string) {
+    // The driver first: when it is missing, nothing is created.
+    const Sqlite = sqlite();
     // Its directory is made (0700) and checked as the file backend's is: LATCHKEY_DIR means the same for both.
     const file = path === undefined ? join(asOurs(() => openLockDir(undefined)), 'locks.db') : resolve(path);
     this.location = file;
@@ -166,7 +159,7 @@ export class SqliteBackend implements Backend {
     asOurs(() => checkDir(this.#bells));
     let db: Database.Database | undefined;
     try {
-      const Sqlite = sqlite(), d = (db = new Sqlite(file, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS }));
+      const d = (db = new Sqlite(file, { fileMustExist: true, timeout: BUSY_TIMEOUT_MS }));
       const mode = this.#retry(() => d.pragma('journal_mode = WAL', { simple: true }));
       if (mode !== 'wal') throw fail(`${file} cannot be put in WAL mode (journal_mode is ${String(mode)})`);
       d.pragma('synchronous = NORMAL');
