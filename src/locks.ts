@@ -318,9 +318,12 @@ function issue<T>(name: string, parsed: Parsed, callback: Callback<T>, ctx?: Req
       try {
         // The callback never runs inside request() itself, and an abort
         // signalled before it runs still wins (the lock is given back).
+        // A grant stolen before its callback ran still runs it, once, as the
+        // spec's lock-granted steps do (the callback's task is queued at the
+        // grant): its lock.signal is aborted already, and request() has
+        // rejected with the steal's AbortError (onLost).
         await null;
         if (signal?.aborted) throw signal.reason;
-        if (guard !== null && !guard.held) throw guard.signal.reason; // stolen before the callback ran (rejected already)
         if (ctx !== undefined) traceCallback(ctx); // the wait is over; the hold begins
         return await callback(guard === null ? null : guard.view());
       } finally {

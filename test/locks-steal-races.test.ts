@@ -62,6 +62,35 @@ describe('locks.request() and steal races', () => {
     expect(outcome).toEqual({ r: 'rejected AbortError', ticking: true, free: true });
   });
 
+  // Issue 16: Node's own test-web-locks.js expects a request granted and then stolen before its callback
+  // ran to run that callback once (the spec's lock-granted steps queue it at the grant); latchkey skipped it.
+  test('granted, then stolen before its callback ran: the callback runs once, with its signal aborted, and request() rejects with the AbortError', async () => {
+    const name = uniqueName();
+    const outcome = await scenario(`
+      const f = new Int32Array(new SharedArrayBuffer(12));
+      const other = new Worker(\`
+        const { workerData: [f, name] } = require('node:worker_threads');
+        import(${index.replace(/"/g, "'")}).then(({ locks }) => {
+          const g = locks.lockSync(name);
+          Atomics.store(f, 0, 1); Atomics.notify(f, 0);
+          Atomics.wait(f, 1, 0);
+          g.unlock();                                    // the waiting request is granted …
+          locks.lockSync(name, { steal: true }).unlock(); // … and stolen before its callback could run
+          Atomics.store(f, 2, 1); Atomics.notify(f, 2);
+        });\`, { eval: true, workerData: [f, name] });
+      Atomics.wait(f, 0, 0);
+      const calls = [];
+      const p = locks.request(name, (lock) => { calls.push(lock.signal.aborted); return 'callback ran'; })
+        .then((v) => 'resolved ' + v, (e) => 'rejected ' + e.name);
+      Atomics.store(f, 1, 1); Atomics.notify(f, 1);
+      Atomics.wait(f, 2, 0);
+      const r = await p;
+      await new Promise((res) => setTimeout(res, 50));
+      await other.terminate();
+      return { r, calls };`, name);
+    expect(outcome).toEqual({ r: 'rejected AbortError', calls: [true] });
+  });
+
   test('a steal notice that arrives after the holder reused its request node: the stolen request rejects, the next lock is untouched', async () => {
     const name = uniqueName(), next = uniqueName();
     const outcome = await scenario(`
