@@ -15,9 +15,9 @@
  *                        the backend for other processes)
  */
 import { channel } from 'node:diagnostics_channel';
-import { debuglog } from 'node:util';
+import { debug } from './debug.js';
 
-export const debug = debuglog('latchkey');
+export { debug };
 export const acquireChannel = channel('latchkey:acquire');
 export const releaseChannel = channel('latchkey:release');
 export const contentionChannel = channel('latchkey:contention');

@@ -65,10 +65,10 @@ import { cycleThrough } from './deadlock.js';
 import { addHolding, holdingOf, removeHolding } from './holdings.js';
 import { defineKind } from './kinds.js';
 import {
-  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, KIND_BARRIER, S_AUX, S_STATE, T_LIVE, T_WAIT_SLOT, threadBase,
+  F_ACQUIRED, KIND_BARRIER, S_AUX, S_STATE, T_LIVE, T_WAIT_SLOT, threadBase,
 } from './layout.js';
 import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './options.js';
-import { SpinWait, remaining, waitAsyncUntil } from './wait.js';
+import { SpinWait, recordWait, remaining, waitAsyncUntil } from './wait.js';
 import {
   ERR_LOCK_BARRIER_BROKEN, ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor,
 } from '../errors.js';
@@ -301,7 +301,7 @@ export class Barrier {
         // next completer's CAS comes after this thread's next arrival.
         const f = this.#core.f64;
         f[(this.#base + F_ACQUIRED) >> 1] += parties;
-        f[(this.#base + F_CONTENDED) >> 1] += parties - 1;
+        recordWait(f, this.#base, 0, parties - 1); // their waits; each adds its own time
       }
       return s;
     }
@@ -368,11 +368,9 @@ export class Barrier {
     return false;
   }
 
-  /** Wait time of a parked arrival. Many waiters write these at once: approximate. */
+  /** Wait time of a parked arrival (the completer counted it as contended). */
   #recordWait(start: number): void {
-    const f = this.#core.f64, base = this.#base, ns = (performance.now() - start) * 1e6;
-    f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-    if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
+    recordWait(this.#core.f64, this.#base, (performance.now() - start) * 1e6, 0);
   }
 }
 

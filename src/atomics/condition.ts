@@ -48,11 +48,11 @@ import type { LockTable } from './table.js';
 import { addHolding, removeHolding } from './holdings.js';
 import { defineKind } from './kinds.js';
 import {
-  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, KIND_CONDITION, S_BELL, S_STATE, T_WAIT_SLOT, threadBase,
+  F_ACQUIRED, KIND_CONDITION, S_BELL, S_STATE, T_WAIT_SLOT, threadBase,
 } from './layout.js';
 import { Mutex, MutexGuard } from './mutex.js';
 import { type LockOptions, type Wait, checkInteger, kNoWait, parseLockOptions } from './options.js';
-import { remaining, waitAsyncUntil } from './wait.js';
+import { recordWait, remaining, waitAsyncUntil } from './wait.js';
 import { ERR_INVALID_ARG_TYPE, ERR_LOCK_NOT_LOCKED, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 
 /** The most waiters one notify(n) can name (Atomics.notify's own limit is +Infinity: use notifyAll). */
@@ -256,11 +256,7 @@ export class Condition {
     if (outcome !== WOKEN) return;
     const f = this.#core.f64, base = this.#base;
     f[(base + F_ACQUIRED) >> 1] += 1;
-    if (!slept) return;
-    const ns = (performance.now() - start) * 1e6;
-    f[(base + F_CONTENDED) >> 1] += 1;
-    f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-    if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
+    if (slept) recordWait(f, base, (performance.now() - start) * 1e6);
   }
 }
 

@@ -49,10 +49,8 @@
 import type { TableCore } from './core.js';
 import { cycleThrough } from './deadlock.js';
 import { defineKind } from './kinds.js';
-import {
-  KIND_MUTEX, S_BELL, S_STATE, T_WAIT_SLOT, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, threadBase,
-} from './layout.js';
-import { SpinWait, relax, remaining, waitAsyncUntil } from './wait.js';
+import { KIND_MUTEX, S_BELL, S_STATE, T_WAIT_SLOT, threadBase } from './layout.js';
+import { SpinWait, recordWait, relax, remaining, waitAsyncUntil } from './wait.js';
 import type { Wait } from './options.js';
 import {
   ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER, ERR_LOCK_TIMEOUT, abortErrorFor,
@@ -229,17 +227,6 @@ function spinUntilChanged(w: Int32Array, i: number, value: number): boolean {
   }
 }
 
-/**
- * Counters of an acquire that parked, written by the new holder (race-free
- * under the lock). Waits won by spinning count as contended but add no time.
- */
-function recordWait(core: TableCore, base: number, start: number): void {
-  const f = core.f64, ns = (performance.now() - start) * 1e6;
-  f[(base + F_CONTENDED) >> 1] += 1;
-  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
-}
-
 /** Blocking acquire after the fast path failed. Returns `abandoned`. */
 export function lockSlowSync(core: TableCore, slot: number, base: number, wait: Wait): boolean {
   checkNotMine(core, slot, base);
@@ -251,7 +238,7 @@ export function lockSlowSync(core: TableCore, slot: number, base: number, wait: 
     const spin = new SpinWait();
     for (let s = Atomics.load(w, st); (s & PARKED) === 0; s = Atomics.load(w, st)) {
       if ((s & (OWNER_MASK | HEIR_MASK)) === 0 && Atomics.compareExchange(w, st, s, tid) === s) {
-        core.f64[(base + F_CONTENDED) >> 1] += 1; // contended, but not timed: a clock read costs ~100 ns here
+        recordWait(core.f64, base, 0); // contended, but not timed: a clock read costs ~100 ns here
         return (s & ABANDONED) !== 0;
       }
       if (!spin.spin()) break;
@@ -277,7 +264,7 @@ export function lockSlowSync(core: TableCore, slot: number, base: number, wait: 
   } finally {
     Atomics.store(w, waitSlot, 0);
   }
-  recordWait(core, base, waiter.start);
+  recordWait(core.f64, base, (performance.now() - waiter.start) * 1e6);
   return waiter.abandoned;
 }
 
@@ -305,7 +292,7 @@ export async function lockSlowAsync(core: TableCore, slot: number, base: number,
   } finally {
     core.acquiring[slot] = 0;
   }
-  recordWait(core, base, waiter.start);
+  recordWait(core.f64, base, (performance.now() - waiter.start) * 1e6);
   return waiter.abandoned;
 }
 

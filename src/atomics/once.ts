@@ -43,9 +43,9 @@ import type { TableCore, WatchedTable } from './core.js';
 import type { LockTable } from './table.js';
 import { cycleThrough } from './deadlock.js';
 import { defineKind } from './kinds.js';
-import { F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, KIND_ONCE, S_STATE, T_WAIT_SLOT, threadBase } from './layout.js';
+import { F_ACQUIRED, KIND_ONCE, S_STATE, T_WAIT_SLOT, threadBase } from './layout.js';
 import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './options.js';
-import { remaining, waitAsyncUntil } from './wait.js';
+import { recordWait, remaining, waitAsyncUntil } from './wait.js';
 import { ERR_INVALID_ARG_TYPE, ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 
 export const RUNNER_MASK = 0xfff;
@@ -115,11 +115,7 @@ class OnceCaller {
 
   /** Counters of a call that waited. Waiters are woken together, so these racy float64 updates are approximate. */
   recordWait(base: number): void {
-    if (!this.slept) return;
-    const f = this.#core.f64, ns = (performance.now() - this.start) * 1e6;
-    f[(base + F_CONTENDED) >> 1] += 1;
-    f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-    if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
+    if (this.slept) recordWait(this.#core.f64, base, (performance.now() - this.start) * 1e6);
   }
 }
 

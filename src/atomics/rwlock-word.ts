@@ -86,11 +86,11 @@ import { cycleThrough } from './deadlock.js';
 import { addHolding, holdingOf, removeHolding } from './holdings.js';
 import { defineKind } from './kinds.js';
 import {
-  F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, HOLDS_MAX, KIND_RWLOCK, S_AUX, S_BELL, S_STATE, T_HOLDS, T_WAIT_SLOT,
+  HOLDS_MAX, KIND_RWLOCK, S_AUX, S_BELL, S_STATE, T_HOLDS, T_WAIT_SLOT,
   threadBase,
 } from './layout.js';
 import type { Wait } from './options.js';
-import { SpinWait, relax, remaining, waitAsyncUntil } from './wait.js';
+import { SpinWait, recordWait, relax, remaining, waitAsyncUntil } from './wait.js';
 import { ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 
 export const OWNER_MASK = 0xfff;
@@ -553,17 +553,6 @@ class WriterWaiter extends Waiter {
   }
 }
 
-function recordWait(core: TableCore, base: number, waiter: Waiter): void {
-  if (!waiter.waited) return;
-  // Exact for writers (under the lock); readers race here, so their counts are approximate.
-  const f = core.f64;
-  f[(base + F_CONTENDED) >> 1] += 1;
-  if (waiter.parkedMs === 0) return; // won by spinning: no clock read is worth its cost
-  const ns = waiter.parkedMs * 1e6;
-  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
-}
-
 function checkReader(core: TableCore, slot: number, base: number): void {
   if ((Atomics.load(core.words, base + S_STATE) & OWNER_MASK) === core.tid) {
     throw new ERR_LOCK_DEADLOCK(core.label(slot), core.acquiring[slot] === 1
@@ -614,7 +603,7 @@ export function acquireSync(core: TableCore, slot: number, base: number, wait: W
     Atomics.store(w, waitSlot, 0);
     waiter.done(acquired);
   }
-  recordWait(core, base, waiter);
+  if (waiter.waited) recordWait(core.f64, base, waiter.parkedMs * 1e6); // won by spinning: parkedMs 0, no time
   return waiter.abandoned;
 }
 
@@ -649,7 +638,7 @@ export async function acquireAsync(core: TableCore, slot: number, base: number, 
   } finally {
     waiter.done(acquired);
   }
-  recordWait(core, base, waiter);
+  if (waiter.waited) recordWait(core.f64, base, waiter.parkedMs * 1e6); // won by spinning: parkedMs 0, no time
   return waiter.abandoned;
 }
 

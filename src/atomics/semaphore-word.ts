@@ -83,11 +83,11 @@ import { cycleThrough } from './deadlock.js';
 import { addHolding, holdingOf, removeHolding } from './holdings.js';
 import { defineKind } from './kinds.js';
 import {
-  F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, HOLDS_MAX, KIND_SEMAPHORE, S_BELL, S_STATE, T_HOLDS, T_LIVE,
+  HOLDS_MAX, KIND_SEMAPHORE, S_BELL, S_STATE, T_HOLDS, T_LIVE,
   T_WAIT_SLOT, threadBase,
 } from './layout.js';
 import type { Wait } from './options.js';
-import { SpinWait, remaining, waitAsyncUntil } from './wait.js';
+import { SpinWait, recordWait, remaining, waitAsyncUntil } from './wait.js';
 import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
 
 export const TAKEN = 0x7fffffff;
@@ -293,19 +293,6 @@ export function claimAbandoned(w: Int32Array, bell: number): boolean {
   return (Atomics.and(w, bell, ~ABANDONED) & ABANDONED) !== 0;
 }
 
-/**
- * Counters of an acquire that parked. Permits are held by many threads at
- * once, so these plain float64 updates race with each other: two waiters
- * served by one release can lose one's update. stats() is approximate for a
- * semaphore, by that much; making them exact would cost an atomic on every path.
- */
-function recordWait(core: TableCore, base: number, start: number): void {
-  const f = core.f64, ns = (performance.now() - start) * 1e6;
-  f[(base + F_CONTENDED) >> 1] += 1;
-  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
-}
-
 /** What a slow acquire hands back to the Semaphore: the record it used, and `abandoned`. */
 export interface Taken { rec: number; abandoned: boolean }
 
@@ -338,7 +325,7 @@ export function acquireSlowSync(core: TableCore, slot: number, base: number, n: 
       const rec = (hint = recordOf(core, slot, hint));
       if (Atomics.compareExchange(w, st, s, s + n) !== s) continue;
       Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
-      core.f64[(base + F_CONTENDED) >> 1] += 1; // contended, not timed: a clock read costs ~100 ns
+      recordWait(core.f64, base, 0); // contended, not timed: a clock read costs ~100 ns
       return { rec, abandoned: false };
     }
   }
@@ -359,7 +346,7 @@ export function acquireSlowSync(core: TableCore, slot: number, base: number, n: 
   } finally {
     Atomics.store(w, waitSlot, 0);
   }
-  recordWait(core, base, waiter.start);
+  recordWait(core.f64, base, (performance.now() - waiter.start) * 1e6);
   return { rec: waiter.rec, abandoned: waiter.abandoned };
 }
 
@@ -380,7 +367,7 @@ export async function acquireSlowAsync(
   } catch (err) {
     throw waiter.giveUp(err);
   }
-  recordWait(core, base, waiter.start);
+  recordWait(core.f64, base, (performance.now() - waiter.start) * 1e6);
   return { rec: waiter.rec, abandoned: waiter.abandoned };
 }
 

@@ -22,7 +22,6 @@
  * good: a tid is never reused while a state word still names it.
  */
 import { existsSync, readlinkSync } from 'node:fs';
-import { debuglog } from 'node:util';
 import { getEnvironmentData, isMainThread, setEnvironmentData, threadId, type Worker } from 'node:worker_threads';
 import type { WatchedTable } from './core.js';
 import {
@@ -31,9 +30,8 @@ import {
 } from './layout.js';
 import { takeHoldings } from './holdings.js';
 import { kindOps, tableRecoveries } from './kinds.js';
+import { debug } from '../debug.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
-
-const debug = debuglog('latchkey');
 
 /** Node threadIds start at 0 (the main thread); entries store id + 1 so 0 means free. */
 const liveMark = (nodeThreadId: number) => nodeThreadId + 1;
