@@ -83,10 +83,12 @@
  */
 import type { TableCore, WatchedTable } from './core.js';
 import { cycleThrough } from './deadlock.js';
-import { addHolding, holdingOf, removeHolding } from './holdings.js';
+import {
+  NO_PAIR, addHolding, freePair, holdIn, holdingOf, ownHolding, pairToHold, removeHolding, scanned, setCount,
+} from './holdings.js';
 import { defineKind } from './kinds.js';
 import {
-  HOLDS_MAX, KIND_RWLOCK, S_AUX, S_BELL, S_STATE, T_HOLDS, T_WAIT_SLOT,
+  KIND_RWLOCK, S_AUX, S_BELL, S_STATE, T_WAIT_SLOT,
   threadBase,
 } from './layout.js';
 import type { Wait } from './options.js';
@@ -127,40 +129,6 @@ const TIMED_OUT = 2;
 const DEADLOCK = 3;
 type Step = typeof ACQUIRED | typeof PARK | typeof TIMED_OUT | typeof DEADLOCK;
 
-/*
- * This thread's own holdings entry (holdings.ts's layout), on the hot paths.
- * Read with plain loads: only the thread writes its pairs, so it sees its
- * latest writes, and Atomics.load costs ~10 ns a word on this machine (a
- * scan of HOLDS_MAX pairs with it cost more than the whole lock). Writes
- * stay Atomics.store, in holdings.ts's order, for recovery and deadlock
- * walks.
- */
-
-/** Word indices found by the last ownHolding() scan: the pair of the slot, the first free pair (or -1). */
-let foundAt = -1, freeAt = -1;
-
-/** This thread's holdings entry for `slot`: its shares, plus QUEUED_HOLD while it is queued. */
-export function ownHolding(core: TableCore, slot: number): number {
-  const w = core.words, key = slot + 1;
-  foundAt = freeAt = -1;
-  for (let i = threadBase(core.tid) + T_HOLDS, end = i + 2 * HOLDS_MAX; i < end; i += 2) {
-    const k = w[i];
-    if (k === key) {
-      foundAt = i;
-      return w[i + 1]!;
-    }
-    if (k === 0 && freeAt < 0) freeAt = i;
-  }
-  return 0;
-}
-
-/** The pair the last scan found for a new share (the slot's, else a free one); ERR_LOCK_TABLE_FULL if none, before anything changes. */
-function pairForShare(core: TableCore, slot: number): number {
-  if (foundAt >= 0) return foundAt;
-  if (freeAt < 0) addHolding(core, slot, 0); // no room: holdings.ts throws ERR_LOCK_TABLE_FULL
-  return freeAt;
-}
-
 function ring(w: Int32Array, base: number): void {
   Atomics.add(w, base + S_BELL, 1);
   Atomics.notify(w, base + S_BELL); // everyone: the heir and the announced writer both sleep here
@@ -189,32 +157,31 @@ function writerLeaves(w: Int32Array, base: number, s: number, keep: number): boo
  * holds none and the word is 0. Returns false, changing nothing, otherwise.
  */
 export function tryFirstShare(core: TableCore, slot: number, base: number): boolean {
-  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), at = freeAt;
-  if (mine !== 0 || foundAt >= 0 || at < 0 || Atomics.load(w, st) !== 0) return false;
-  Atomics.store(w, at + 1, 1 | PENDING); // marked before the CAS (see the invariants)
-  Atomics.store(w, at, slot + 1);
+  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), at = scanned.free;
+  if (mine !== 0 || scanned.found !== NO_PAIR || at === NO_PAIR || Atomics.load(w, st) !== 0) return false;
+  holdIn(w, at, slot, 1 | PENDING); // marked before the CAS (see the invariants)
   if (Atomics.compareExchange(w, st, 0, ONE_READER) === 0) {
-    Atomics.store(w, at + 1, 1);
+    setCount(w, at, 1);
     return true;
   }
-  Atomics.store(w, at, 0); // not in after all: free the pair again
+  freePair(w, at); // not in after all
   return false;
 }
 
 /** Give back one share of this thread. False, changing nothing, if it holds none. */
 export function readUnlock(core: TableCore, slot: number, base: number): boolean {
-  const w = core.words, count = ownHolding(core, slot), at = foundAt;
+  const w = core.words, count = ownHolding(core, slot), at = scanned.found;
   if ((count & SHARES_MASK) === 0) return false;
   const left = count - 1;
   if ((left & SHARES_MASK) !== 0) { // another share of this thread is still out: the word does not change
-    Atomics.store(w, at + 1, left);
+    setCount(w, at, left);
     return true;
   }
   // The thread's last share: marked, then the word, then the holdings entry.
-  Atomics.store(w, at + 1, count | PENDING);
+  setCount(w, at, count | PENDING);
   const old = Atomics.sub(w, base + S_STATE, ONE_READER);
-  if (left === 0) Atomics.store(w, at, 0);
-  else Atomics.store(w, at + 1, left);
+  if (left === 0) freePair(w, at);
+  else setCount(w, at, left);
   // The last reader out lets the announced writer in.
   if (readersOf(old) === 1 && (old & OWNER_MASK) !== 0 && (old & WPARKED) !== 0) {
     if ((Atomics.and(w, base + S_STATE, ~WPARKED) & WPARKED) !== 0) ring(w, base);
@@ -245,22 +212,23 @@ function unqueue(core: TableCore, slot: number, base: number): void {
  * `abandoned`, or undefined when the CAS lost a race (re-read and retry).
  */
 function enter(core: TableCore, slot: number, base: number, s: number, mine: number): boolean | undefined {
-  const w = core.words, queued = (mine & QUEUED_HOLD) !== 0, fresh = foundAt < 0;
-  const at = pairForShare(core, slot);
+  const w = core.words, queued = (mine & QUEUED_HOLD) !== 0, fresh = scanned.found === NO_PAIR;
+  const at = pairToHold(core, slot); // ERR_LOCK_TABLE_FULL here changes nothing
   let next = (s & ~ABANDONED) + ONE_READER;
   if (queued && (s & QUEUED_MASK) !== 0) {
     next -= ONE_QUEUED;
     if ((next & QUEUED_MASK) === 0) next &= ~(PARKED | WPARKED); // the read turn is over
   }
-  Atomics.store(w, at + 1, mine | PENDING); // marked before the CAS (see the invariants)
-  if (fresh) Atomics.store(w, at, slot + 1);
+  // Marked before the CAS (see the invariants).
+  if (fresh) holdIn(w, at, slot, mine | PENDING);
+  else setCount(w, at, mine | PENDING);
   if (Atomics.compareExchange(w, base + S_STATE, s, next) !== s) {
-    if (fresh) Atomics.store(w, at, 0);
-    else Atomics.store(w, at + 1, mine);
+    if (fresh) freePair(w, at);
+    else setCount(w, at, mine);
     return undefined;
   }
   // The place in the queue, if any, becomes the share.
-  Atomics.store(w, at + 1, queued ? mine - QUEUED_HOLD + 1 : mine + 1);
+  setCount(w, at, queued ? mine - QUEUED_HOLD + 1 : mine + 1);
   wake(w, base, s, next, false);
   return (s & ABANDONED) !== 0;
 }
@@ -269,7 +237,7 @@ function enter(core: TableCore, slot: number, base: number, s: number, mine: num
 export function tryReadSlow(core: TableCore, slot: number, base: number): boolean | undefined {
   const mine = ownHolding(core, slot);
   if ((mine & SHARES_MASK) !== 0) {
-    Atomics.store(core.words, foundAt + 1, mine + 1); // already in: one more share, even past an announced writer
+    setCount(core.words, scanned.found, mine + 1); // already in: one more share, even past an announced writer
     return false;
   }
   for (;;) {
@@ -390,7 +358,7 @@ class ReaderWaiter extends Waiter {
     for (;;) {
       const mine = ownHolding(core, slot);
       if ((mine & SHARES_MASK) !== 0) { // another reader of this thread got in
-        Atomics.store(w, foundAt + 1, mine + 1);
+        setCount(w, scanned.found, mine + 1);
         return ACQUIRED;
       }
       const s = Atomics.load(w, st);
@@ -658,15 +626,16 @@ export function writeUnlockSlow(core: TableCore, slot: number, base: number, kee
 
 /** Write lock → one read share, in one CAS: no writer can get in between. */
 export function downgrade(core: TableCore, slot: number, base: number): void {
-  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), fresh = foundAt < 0;
-  const at = pairForShare(core, slot); // ERR_LOCK_TABLE_FULL here leaves the lock as it was
-  Atomics.store(w, at + 1, (mine + 1) | PENDING); // marked before the CAS (see the invariants)
-  if (fresh) Atomics.store(w, at, slot + 1);
+  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), fresh = scanned.found === NO_PAIR;
+  const at = pairToHold(core, slot); // ERR_LOCK_TABLE_FULL here leaves the lock as it was
+  // Marked before the CAS (see the invariants).
+  if (fresh) holdIn(w, at, slot, (mine + 1) | PENDING);
+  else setCount(w, at, (mine + 1) | PENDING);
   for (;;) {
     const s = Atomics.load(w, st);
     const next = (s & ~(OWNER_MASK | PARKED | WPARKED)) + ONE_READER;
     if (Atomics.compareExchange(w, st, s, next) !== s) continue;
-    Atomics.store(w, at + 1, mine + 1);
+    setCount(w, at, mine + 1);
     // It is a read turn now: the readers queued behind the write lock come in with this share.
     wake(w, base, s, next, queuedOf(s) !== 0);
     return;
@@ -680,14 +649,14 @@ export function downgrade(core: TableCore, slot: number, base: number): void {
 export function tryUpgrade(core: TableCore, slot: number, base: number): boolean {
   const w = core.words, st = base + S_STATE;
   if (ownHolding(core, slot) !== 1 || Atomics.load(w, base + S_AUX) !== 0) return false;
-  const at = foundAt, s = Atomics.load(w, st);
+  const at = scanned.found, s = Atomics.load(w, st);
   if ((s & ~PARKED) !== ONE_READER) return false;
-  Atomics.store(w, at + 1, 1 | PENDING); // marked before the CAS (see the invariants)
+  setCount(w, at, 1 | PENDING); // marked before the CAS (see the invariants)
   if (Atomics.compareExchange(w, st, s, (s & PARKED) | core.tid) === s) {
-    Atomics.store(w, at, 0); // the share is gone: free the pair
+    freePair(w, at); // the share is gone
     return true;
   }
-  Atomics.store(w, at + 1, 1);
+  setCount(w, at, 1);
   return false;
 }
 

@@ -26,10 +26,11 @@
  */
 import type { TableCore } from './core.js';
 import type { LockTable } from './table.js';
+import { ownHolding } from './holdings.js';
 import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_STATE } from './layout.js';
 import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './options.js';
 import {
-  OWNER_MASK, READERS_MASK, SHARES_MASK, acquireAsync, acquireSync, downgrade, ownHolding, readUnlock, readersOf,
+  OWNER_MASK, READERS_MASK, SHARES_MASK, acquireAsync, acquireSync, downgrade, readUnlock, readersOf,
   tryFirstShare, tryReadSlow, tryUpgrade, tryWriteSlow, writeUnlockSlow,
 } from './rwlock-word.js';
 import { ERR_INVALID_ARG_TYPE, ERR_LOCK_NOT_LOCKED } from '../errors.js';

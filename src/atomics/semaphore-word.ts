@@ -34,20 +34,18 @@
  * | …              | ABANDONED      | a dead holder's permits came back | (acquire: slow path, reports it)  |
  *
  * Who holds what is not in these words: 2^30 permits and 4095 threads do not
- * fit. Each thread records its own count in its holdings (holdings.ts), so
- * that `release` can refuse permits the thread does not hold
- * (ERR_LOCK_NOT_OWNER) and recovery can give back a dead thread's permits.
- * Only the thread itself writes its records, so it reads them with plain
- * loads, and its fast paths write them with plain stores: aligned Int32
- * accesses never tear (ECMAScript memory model), recovery reads them after
- * the thread has stopped, deadlock walks read them racily anyway, and an
- * Atomics.store costs ~10 ns here, a third of the whole uncontended acquire.
+ * fit. Each thread records its own count in its holdings (holdings.ts: a
+ * counted record, made by recordOf()), so that `release` can refuse
+ * permits the thread does not hold (ERR_LOCK_NOT_OWNER) and recovery can
+ * give back a dead thread's permits. Its hot paths read and write the
+ * record with plain loads and stores (holdings.ts says why that is safe):
+ * an Atomics.store costs ~10 ns here, a third of the whole uncontended acquire.
  *
  * Invariants:
  * - taken = Σ holdings (of live threads, and of dead ones until their
  *   recovery gives them back), outside the two statements that move
- *   permits between the word and a record: the CAS and the store into the
- *   thread's record follow each other with no call and no loop between.
+ *   permits between the word and a record: holdings.ts take() and give()
+ *   do the CAS (or sub) and the record's update with no call between.
  *   worker.terminate() lands only where V8 checks for interrupts (function
  *   entries, loop back-edges), so a killed thread has done both or neither.
  *   The record (count 0) is made *before* the CAS, since making it may call.
@@ -80,11 +78,10 @@
  */
 import type { TableCore, WatchedTable } from './core.js';
 import { cycleThrough } from './deadlock.js';
-import { addHolding, holdingOf, removeHolding } from './holdings.js';
+import { type Pair, countOf, holdingOf, recordNames, recordOf, removeHolding, take } from './holdings.js';
 import { defineKind } from './kinds.js';
 import {
-  HOLDS_MAX, KIND_SEMAPHORE, S_BELL, S_STATE, T_HOLDS, T_LIVE,
-  T_WAIT_SLOT, threadBase,
+  KIND_SEMAPHORE, S_BELL, S_STATE, T_LIVE, T_WAIT_SLOT, threadBase,
 } from './layout.js';
 import type { Wait } from './options.js';
 import { SpinWait, recordWait, remaining, waitAsyncUntil } from './wait.js';
@@ -120,57 +117,6 @@ export function wakeAll(w: Int32Array, st: number): void {
   if ((Atomics.and(w, st, ~PARKED) & PARKED) !== 0) Atomics.notify(w, st);
 }
 
-/** The count word of this thread's record for `slot`, or 0 when it has none. */
-export function findRecord(core: TableCore, slot: number): number {
-  const w = core.words, at = threadBase(core.tid) + T_HOLDS;
-  for (let i = 0; i < HOLDS_MAX; i++) if (Atomics.load(w, at + 2 * i) === slot + 1) return at + 2 * i + 1;
-  return 0;
-}
-
-const pairCache = new WeakMap<TableCore, Uint8Array>();
-
-/**
- * Per (thread, table), one byte per slot: index + 1 of the holdings pair
- * that last recorded this thread's permits of the slot. Every record of a
- * semaphore slot is made through recordOf (or reused in the fast path), so
- * a live record of the slot is always at this pair: when the pair is free,
- * the slot has no record and the pair can be taken back without a scan.
- * A release that brings the count to 0 frees the pair (as removeHolding
- * does), and the next acquire takes it back at the cost of one store.
- */
-export function pairsOf(core: TableCore): Uint8Array {
-  let pairs = pairCache.get(core);
-  if (pairs === undefined) pairCache.set(core, (pairs = new Uint8Array(core.slots)));
-  return pairs;
-}
-
-/**
- * The count word of this thread's holding record for `slot`, made with
- * count 0 if there is none. `hint` is the word this returned last time.
- * Only this thread writes its records, so it reads them with plain loads.
- */
-export function recordOf(core: TableCore, slot: number, hint: number): number {
-  const w = core.words, at = threadBase(core.tid) + T_HOLDS, pairs = pairsOf(core);
-  if (hint !== 0 && w[hint - 1] === slot + 1) return hint;
-  const last = pairs[slot];
-  if (last !== 0) {
-    const rec = at + 2 * last - 1;
-    if (w[rec - 1] === slot + 1) return rec;
-    if (w[rec - 1] === 0) {
-      Atomics.store(w, rec, 0);
-      Atomics.store(w, rec - 1, slot + 1); // after the count, as addHolding does
-      return rec;
-    }
-  }
-  let rec = findRecord(core, slot);
-  if (rec === 0) {
-    addHolding(core, slot, 0);
-    rec = findRecord(core, slot);
-  }
-  pairs[slot] = ((rec - at) >> 1) + 1;
-  return rec;
-}
-
 /**
  * One thread's attempt to take n permits after the fast path failed: the
  * protocol, written once for both drivers. `step()` either takes them or
@@ -195,7 +141,7 @@ class SemaphoreWaiter {
 
   constructor(core: TableCore, slot: number, base: number, readonly n: number, readonly permits: number, readonly deadline: number,
     /** Blocking waits: this thread's T_WAIT_SLOT word, and its own permits of the slot. Async: -1. */
-    readonly waitSlot: number, readonly own: number, public rec: number) {
+    readonly waitSlot: number, readonly own: number, public rec: Pair) {
     this.#core = core;
     this.#w = core.words;
     this.#st = base + S_STATE;
@@ -210,10 +156,9 @@ class SemaphoreWaiter {
       let s = Atomics.load(w, st);
       const heir = b & HEIR_MASK;
       if ((heir === 0 || this.heir) && (s & TAKEN) <= most) {
-        const rec = (this.rec = recordOf(this.#core, this.#slot, this.rec)); // may call: before the CAS
+        const rec = (this.rec = recordOf(this.#core, this.#slot, this.rec)); // may throw: before the CAS
         // Having slept, set PARKED again: a wake of n may have left others asleep.
-        if (Atomics.compareExchange(w, st, s, (s + n) | (this.slept ? PARKED : 0)) !== s) continue;
-        Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
+        if (!take(w, st, s, (s + n) | (this.slept ? PARKED : 0), rec, this.#slot, n)) continue;
         this.abandoned = (b & ABANDONED) !== 0 && claimAbandoned(w, bell);
         this.#leave();
         return ACQUIRED;
@@ -294,7 +239,7 @@ export function claimAbandoned(w: Int32Array, bell: number): boolean {
 }
 
 /** What a slow acquire hands back to the Semaphore: the record it used, and `abandoned`. */
-export interface Taken { rec: number; abandoned: boolean }
+export interface Taken { rec: Pair; abandoned: boolean }
 
 /**
  * A blocking wait would never end: this thread holds `own` permits and asks
@@ -302,8 +247,8 @@ export interface Taken { rec: number; abandoned: boolean }
  * an async acquire is not refused, since another task of its thread may
  * release.
  */
-function selfDeadlock(core: TableCore, slot: number, n: number, permits: number, hint: number): number {
-  const own = hint !== 0 && core.words[hint - 1] === slot + 1 ? core.words[hint] : holdingOf(core, core.tid, slot);
+function selfDeadlock(core: TableCore, slot: number, n: number, permits: number, hint: Pair): number {
+  const own = recordNames(core.words, hint, slot) ? countOf(core.words, hint) : holdingOf(core, core.tid, slot);
   if (own + n > permits) {
     throw new ERR_LOCK_DEADLOCK(core.label(slot), `this thread holds ${own} of its ${permits} permits and waits for ${n} more`);
   }
@@ -311,7 +256,7 @@ function selfDeadlock(core: TableCore, slot: number, n: number, permits: number,
 }
 
 /** Blocking acquire after the fast path failed. */
-export function acquireSlowSync(core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: number): Taken {
+export function acquireSlowSync(core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: Pair): Taken {
   const w = core.words, st = base + S_STATE, bell = base + S_BELL;
   const own = selfDeadlock(core, slot, n, permits, hint), most = permits - n;
   if (wait.timeout > 0) {
@@ -322,9 +267,8 @@ export function acquireSlowSync(core: TableCore, slot: number, base: number, n: 
       const b = Atomics.load(w, bell), s = Atomics.load(w, st);
       if ((b & (HEIR_MASK | ABANDONED)) !== 0 || (s & PARKED) !== 0) break;
       if ((s & TAKEN) > most) continue;
-      const rec = (hint = recordOf(core, slot, hint));
-      if (Atomics.compareExchange(w, st, s, s + n) !== s) continue;
-      Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
+      const rec = (hint = recordOf(core, slot, hint)); // may throw: before the CAS
+      if (!take(w, st, s, s + n, rec, slot, n)) continue;
       recordWait(core.f64, base, 0); // contended, not timed: a clock read costs ~100 ns
       return { rec, abandoned: false };
     }
@@ -352,7 +296,7 @@ export function acquireSlowSync(core: TableCore, slot: number, base: number, n: 
 
 /** Async acquire after the fast path failed. Not recorded for deadlock detection (see deadlock.ts). */
 export async function acquireSlowAsync(
-  core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: number,
+  core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: Pair,
 ): Promise<Taken> {
   const { signal } = wait;
   const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait.deadline, -1, 0, hint);
@@ -376,7 +320,7 @@ export async function acquireSlowAsync(
  * present, or too few permits. Never past a heir. Returns the record used,
  * negated when the permits came from a dead holder, or 0 when there are too few.
  */
-export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: number, permits: number, hint: number): number {
+export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: number, permits: number, hint: Pair): number {
   const w = core.words, st = base + S_STATE, bell = base + S_BELL, most = permits - n;
   for (;;) {
     const b = Atomics.load(w, bell), s = Atomics.load(w, st);
@@ -384,9 +328,8 @@ export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: n
       removeHolding(core, slot, 0); // frees a record made for nothing (only if it counts 0)
       return 0;
     }
-    const rec = (hint = recordOf(core, slot, hint));
-    if (Atomics.compareExchange(w, st, s, s + n) !== s) continue;
-    Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
+    const rec = (hint = recordOf(core, slot, hint)); // may throw: before the CAS
+    if (!take(w, st, s, s + n, rec, slot, n)) continue;
     return (b & ABANDONED) !== 0 && claimAbandoned(w, bell) ? -rec : rec;
   }
 }

@@ -14,10 +14,13 @@
  */
 import type { TableCore } from './core.js';
 import type { LockTable } from './table.js';
-import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_BELL, S_STATE, T_HOLDS, threadBase } from './layout.js';
+import {
+  NO_PAIR, type Pair, countOf, findRecord, firstOwnPair, give, lastPairsOf, recordNames, recordOf, recordServes, take,
+} from './holdings.js';
+import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_BELL, S_STATE } from './layout.js';
 import { type LockOptions, type Wait, checkInteger, kNoWait, parseLockOptions } from './options.js';
 import {
-  ABANDONED, HEIR_MASK, PARKED, TAKEN, acquireSlowAsync, acquireSlowSync, findRecord, pairsOf, permitHolders, recordOf, tryAcquireSlow, wakeAfterRelease,
+  ABANDONED, HEIR_MASK, PARKED, TAKEN, acquireSlowAsync, acquireSlowSync, permitHolders, tryAcquireSlow, wakeAfterRelease,
 } from './semaphore-word.js';
 import { ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER } from '../errors.js';
 
@@ -34,15 +37,14 @@ export class Semaphore {
   readonly #st: number;
   readonly #bell: number;
   readonly #acquired: number;
-  readonly #slot1: number;
   readonly #permits: number;
   readonly #core: TableCore;
   readonly #base: number;
-  /** Count word of this thread's holding record, as last seen (0: none known). Checked before each use. */
-  #rec = 0;
-  /** This thread's first holdings word, and its pair cache for this table (semaphore-word.ts, pairsOf). */
-  readonly #holds: number;
-  readonly #pairs: Uint8Array;
+  /** This thread's record of its permits (holdings.ts), as last used; checked before each use. */
+  #rec: Pair = NO_PAIR;
+  /** What recordServes() checks #rec against: this thread's first pair, and its last-pair cache for this table. */
+  readonly #first: Pair;
+  readonly #last: Uint8Array;
   #sampleTick = 0;
   /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
   get table(): LockTable {
@@ -63,10 +65,9 @@ export class Semaphore {
     this.#st = base + S_STATE;
     this.#bell = base + S_BELL;
     this.#acquired = (base + F_ACQUIRED) >> 1;
-    this.#slot1 = slot + 1;
     this.#permits = Atomics.load(core.words, base + S_AUX); // fixed when the slot took its kind
-    this.#holds = threadBase(core.tid) + T_HOLDS;
-    this.#pairs = pairsOf(core);
+    this.#first = firstOwnPair(core);
+    this.#last = lastPairsOf(core);
     this.slot = slot;
     this.name = name;
   }
@@ -130,7 +131,7 @@ export class Semaphore {
     if (this.#take(n)) return this.#granted(n, false);
     const rec = tryAcquireSlow(this.#core, this.slot, this.#base, n, this.#permits, this.#rec);
     if (rec === 0) return null;
-    this.#rec = Math.abs(rec);
+    this.#rec = Math.abs(rec) as Pair;
     return this.#granted(n, rec < 0);
   }
 
@@ -150,29 +151,19 @@ export class Semaphore {
    * race (the slow path retries).
    */
   #take(n: number): boolean {
-    const w = this.#words, st = this.#st, slot1 = this.#slot1;
+    const w = this.#words, st = this.#st, slot = this.slot;
     // A heir, or news of a dead holder: slow path. A plain read: a stale value
     // only lets this one acquire past a heir that has just claimed (the
     // bounded bypass of semaphore-word.ts), or sends it to the slow path.
     if ((w[this.#bell] & (HEIR_MASK | ABANDONED)) !== 0) return false;
     let rec = this.#rec;
-    // Our record (plain reads: only this thread writes it): live, or freed
-    // by our last release to 0 and still ours to take back (pairsOf).
-    const mark = rec === 0 ? -1 : w[rec - 1];
-    if (mark !== slot1 && (mark !== 0 || this.#pairs[this.slot] !== ((rec - this.#holds) >> 1) + 1)) {
-      rec = this.#rec = recordOf(this.#core, this.slot, 0); // makes a record counting 0; may call, so before the CAS
+    if (!recordServes(w, rec, slot, this.#first, this.#last)) {
+      rec = this.#rec = recordOf(this.#core, slot, NO_PAIR); // makes a record counting 0; may throw, so before the CAS
     }
     // A plain read too: the CAS checks it, and a stale value only fails it.
     const s = w[st];
-    if ((s & TAKEN) > this.#permits - n || Atomics.compareExchange(w, st, s, s + n) !== s) return false;
-    // Straight after the CAS, with no call between: a terminate() cannot
-    // land between taking the permits and recording them (semaphore-word.ts).
-    if (w[rec - 1] === slot1) w[rec] += n;
-    else {
-      w[rec] = n;
-      w[rec - 1] = slot1; // after the count, as addHolding does
-    }
-    return true;
+    // The CAS and the record's credit in one step (holdings.ts take()).
+    return (s & TAKEN) <= this.#permits - n && take(w, st, s, s + n, rec, slot, n);
   }
 
   #granted(n: number, abandoned: boolean): SemaphoreGuard {
@@ -193,15 +184,11 @@ export class Semaphore {
   static #give(sem: Semaphore, n: number): void {
     const w = sem.#words;
     let rec = sem.#rec;
-    if (rec === 0 || w[rec - 1] !== sem.#slot1) rec = sem.#rec = findRecord(sem.#core, sem.slot);
-    const held = rec === 0 ? 0 : w[rec];
+    if (!recordNames(w, rec, sem.slot)) rec = sem.#rec = findRecord(sem.#core, sem.slot);
+    const held = rec === NO_PAIR ? 0 : countOf(w, rec);
     if (held < n) Semaphore.#notOwner(sem, n, held);
-    // Off the record first, then back to the word, with no call between.
-    // At 0 the pair is freed (its stale count is never read: addHolding
-    // and the fast path write the count before the slot).
-    if (held === n) w[rec - 1] = 0;
-    else w[rec] = held - n;
-    const old = Atomics.sub(w, sem.#st, n);
+    // Off the record, then back to the word, in one step (holdings.ts give()).
+    const old = give(w, sem.#st, rec, held, n);
     if ((old & PARKED) !== 0) wakeAfterRelease(w, sem.#base, old, n);
   }
 
