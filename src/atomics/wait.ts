@@ -32,6 +32,22 @@ export class SpinWait {
   }
 }
 
+/**
+ * Watch `w[i]` until it no longer reads `value` (true) or the clock passes
+ * `until` (false), re-reading it about every 100 ns: not in a tight loop,
+ * which would pull the word's cache line away from the thread about to
+ * change it.
+ */
+export function watch(w: Int32Array, i: number, value: number, until: number): boolean {
+  for (;;) {
+    for (let n = 0; n < 16; n++) {
+      if (Atomics.load(w, i) !== value) return true;
+      relax(64);
+    }
+    if (performance.now() >= until) return false;
+  }
+}
+
 /** Milliseconds left before `deadline`, as Atomics.wait wants them (Infinity waits forever). */
 export function remaining(deadline: number): number {
   return deadline === Infinity ? Infinity : Math.max(0, deadline - performance.now());
