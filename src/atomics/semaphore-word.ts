@@ -84,8 +84,9 @@ import {
   KIND_SEMAPHORE, S_BELL, S_STATE, T_LIVE, T_WAIT_SLOT, threadBase,
 } from './layout.js';
 import type { Wait } from './options.js';
-import { SpinWait, recordWait, remaining, waitAsyncUntil } from './wait.js';
-import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+import { NOT_CONTENDED, Waiter, parkAsync, parkSync } from './park.js';
+import { SpinWait, recordWait } from './wait.js';
+import { ERR_LOCK_DEADLOCK } from '../errors.js';
 
 export const TAKEN = 0x7fffffff;
 export const PARKED = 1 << 31;
@@ -94,11 +95,6 @@ export const ABANDONED = 1 << 12;
 export const WIDE_ONE = 1 << 13;
 export const WIDE_MASK = -WIDE_ONE; // bits 13-31
 export const FAIR_MS = 1;
-
-const ACQUIRED = 0;
-const PARK = 1;
-const TIMED_OUT = 2;
-const DEADLOCK = 3;
 
 /**
  * After `n` permits were given back to a word that read `old` before: wake
@@ -118,92 +114,101 @@ export function wakeAll(w: Int32Array, st: number): void {
 }
 
 /**
- * One thread's attempt to take n permits after the fast path failed: the
- * protocol, written once for both drivers. `step()` either takes them or
- * says where to sleep (`index`), on which value (`value`), until when.
+ * One thread's wait for n permits after the fast path failed, as park.ts
+ * drives it (blocking or async): take them when they fit and no other heir
+ * waits; else publish PARKED (and WIDE, for n > 1) and sleep on S_STATE;
+ * past FAIR_MS, claim the heir bits.
  */
-class SemaphoreWaiter {
+class SemaphoreWaiter extends Waiter {
   heir = false;
+  /** Slept at least once: may have taken a wake-up meant for another (see leave). */
   slept = false;
   /** Counted in WIDE (n > 1 and has decided to sleep). */
   wide = false;
   abandoned = false;
-  index = 0;
-  value = 0;
-  until = 0;
-  cycle: string | null = null;
-  readonly start = performance.now();
-  readonly #core: TableCore;
+  /** S_BELL and S_STATE as check() last saw them. */
+  #b = 0;
+  #s = 0;
+  /** The backoff before the first park (blocking waits); null once spent. */
+  #spin: SpinWait | null;
   readonly #w: Int32Array;
   readonly #st: number;
   readonly #bell: number;
-  readonly #slot: number;
 
-  constructor(core: TableCore, slot: number, base: number, readonly n: number, readonly permits: number, readonly deadline: number,
-    /** Blocking waits: this thread's T_WAIT_SLOT word, and its own permits of the slot. Async: -1. */
-    readonly waitSlot: number, readonly own: number, public rec: Pair) {
-    this.#core = core;
+  constructor(core: TableCore, slot: number, base: number, readonly n: number, readonly permits: number, wait: Wait,
+    blocking: boolean, /** Blocking waits: this thread's own permits of the slot (deadlock detection). */ readonly own: number,
+    /** This thread's record of its permits (holdings.ts), made before the CAS that fills it. */ public rec: Pair) {
+    super(core, slot, wait, blocking);
     this.#w = core.words;
     this.#st = base + S_STATE;
     this.#bell = base + S_BELL;
-    this.#slot = slot;
+    this.#spin = blocking ? new SpinWait() : null;
   }
 
-  step(): typeof ACQUIRED | typeof PARK | typeof TIMED_OUT | typeof DEADLOCK {
+  check(): boolean {
     const w = this.#w, st = this.#st, bell = this.#bell, n = this.n, most = this.permits - n;
     for (;;) {
-      const b = Atomics.load(w, bell);
-      let s = Atomics.load(w, st);
-      const heir = b & HEIR_MASK;
-      if ((heir === 0 || this.heir) && (s & TAKEN) <= most) {
-        const rec = (this.rec = recordOf(this.#core, this.#slot, this.rec)); // may throw: before the CAS
-        // Having slept, set PARKED again: a wake of n may have left others asleep.
-        if (!take(w, st, s, (s + n) | (this.slept ? PARKED : 0), rec, this.#slot, n)) continue;
-        this.abandoned = (b & ABANDONED) !== 0 && claimAbandoned(w, bell);
-        this.#leave();
-        return ACQUIRED;
-      }
-      const now = performance.now();
-      if (now >= this.deadline) return TIMED_OUT;
-      if (!this.heir && heir === 0 && now - this.start >= FAIR_MS) {
-        if (Atomics.compareExchange(w, bell, b, b | this.#core.tid) === b) this.heir = true;
-        continue;
-      }
-      if (this.waitSlot >= 0 && this.#blocked()) return DEADLOCK;
-      if (n > 1 && !this.wide) {
-        // Count ourselves in WIDE *before* publishing PARKED: a release that
-        // sees our PARKED then sees WIDE too, and wakes everyone, us included.
-        Atomics.add(w, bell, WIDE_ONE);
-        this.wide = true;
-        continue;
-      }
-      if ((s & PARKED) === 0) {
-        // Publish PARKED *before* sleeping, else a release may skip the wake-up.
-        if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) continue;
-        s |= PARKED;
-      }
-      // A heir leaving writes only S_BELL, then wakes PARKED sleepers: read
-      // it *after* publishing PARKED, or its wake-up may come too early.
-      if ((Atomics.load(w, bell) & HEIR_MASK) !== heir) continue;
-      this.index = st;
-      this.value = s;
-      this.slept = true;
-      // Wake at FAIR_MS, still waiting, to claim the heir bits.
-      this.until = !this.heir && heir === 0 && now - this.start < FAIR_MS
-        ? Math.min(this.deadline, this.start + FAIR_MS) : this.deadline;
-      return PARK;
+      const b = (this.#b = Atomics.load(w, bell));
+      const s = (this.#s = Atomics.load(w, st));
+      if (((b & HEIR_MASK) !== 0 && !this.heir) || (s & TAKEN) > most) return false;
+      const rec = (this.rec = recordOf(this.core, this.slot, this.rec)); // may throw: before the CAS
+      // Having slept, set PARKED again: a wake of n may have left others asleep.
+      if (!take(w, st, s, (s + n) | (this.slept ? PARKED : 0), rec, this.slot, n)) continue;
+      this.abandoned = (b & ABANDONED) !== 0 && claimAbandoned(w, bell);
+      this.#leave();
+      return true;
     }
   }
 
+  override spin(): boolean {
+    // Spin briefly, backing off, before the first park: a short hold on the
+    // other core ends sooner than a park/unpark round trip. Never past
+    // sleepers, a heir or news of a dead holder: they are ahead, or need the slow way.
+    if (this.#spin !== null && (this.#b & (HEIR_MASK | ABANDONED)) === 0 && (this.#s & PARKED) === 0 && this.#spin.spin()) return true;
+    this.#spin = null;
+    return false;
+  }
+
+  publish(now: number): boolean {
+    const w = this.#w, st = this.#st, bell = this.#bell, b = this.#b, heir = b & HEIR_MASK;
+    let s = this.#s;
+    if (!this.heir && heir === 0 && now - this.start >= FAIR_MS) {
+      if (Atomics.compareExchange(w, bell, b, b | this.core.tid) === b) this.heir = true;
+      return false;
+    }
+    if (this.n > 1 && !this.wide) {
+      // Count ourselves in WIDE *before* publishing PARKED: a release that
+      // sees our PARKED then sees WIDE too, and wakes everyone, us included.
+      Atomics.add(w, bell, WIDE_ONE);
+      this.wide = true;
+      return false;
+    }
+    if ((s & PARKED) === 0) {
+      // Publish PARKED *before* sleeping, else a release may skip the wake-up.
+      if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) return false;
+      s |= PARKED;
+    }
+    // A heir leaving writes only S_BELL, then wakes PARKED sleepers: read
+    // it *after* publishing PARKED, or its wake-up may come too early.
+    if ((Atomics.load(w, bell) & HEIR_MASK) !== heir) return false;
+    this.index = st;
+    this.value = s;
+    this.slept = true;
+    // Wake at FAIR_MS, still waiting, to claim the heir bits.
+    this.until = heir === 0 && now - this.start < FAIR_MS ? this.start + FAIR_MS : Infinity;
+    return true;
+  }
+
   /**
-   * Leave without permits: give up the heir bits, WIDE and an unused
-   * record, and pass on a wake-up this waiter may have taken and not used.
+   * Leave without permits (timeout, abort, deadlock, a full holdings
+   * entry): give up the heir bits, WIDE and an unused record, and pass on a
+   * wake-up this waiter may have taken and not used.
    */
-  giveUp<E>(error: E): E {
+  override leave(): boolean {
     this.#leave();
-    removeHolding(this.#core, this.#slot, 0); // frees the record only if it counts 0
+    removeHolding(this.core, this.slot, 0); // frees the record only if it counts 0
     if (this.slept) Atomics.notify(this.#w, this.#st, 1);
-    return error;
+    return false;
   }
 
   /**
@@ -216,10 +221,10 @@ class SemaphoreWaiter {
    * walk would find this thread among the holders at once), only recorded
    * for the others' walks. Holders can change while it sleeps: advisory.
    */
-  #blocked(): boolean {
-    const core = this.#core, exact = soleOtherHolder(core, this.#slot, this.#st, this.own) !== 0;
-    Atomics.store(core.words, this.waitSlot, exact ? this.#slot + 1 : 0); // before the walk (deadlock.ts)
-    return exact && this.own === 0 && (this.cycle = cycleThrough(core, this.#slot)) !== null;
+  override cycle(): string | null {
+    const core = this.core, slot = this.slot, exact = soleOtherHolder(core, slot, this.#st, this.own) !== 0;
+    Atomics.store(core.words, threadBase(core.tid) + T_WAIT_SLOT, exact ? slot + 1 : 0); // before the walk (deadlock.ts)
+    return exact && this.own === 0 ? cycleThrough(core, slot) : null;
   }
 
   /** Stop counting in WIDE; give up the heir bits (ours: nobody else writes them while they name us) and let the others in. */
@@ -257,61 +262,20 @@ function selfDeadlock(core: TableCore, slot: number, n: number, permits: number,
 
 /** Blocking acquire after the fast path failed. */
 export function acquireSlowSync(core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: Pair): Taken {
-  const w = core.words, st = base + S_STATE, bell = base + S_BELL;
-  const own = selfDeadlock(core, slot, n, permits, hint), most = permits - n;
-  if (wait.timeout > 0) {
-    // Spin briefly, backing off: a short hold on the other core ends sooner
-    // than a park/unpark round trip. Never past sleepers or a heir: they are ahead.
-    const spin = new SpinWait();
-    while (spin.spin()) {
-      const b = Atomics.load(w, bell), s = Atomics.load(w, st);
-      if ((b & (HEIR_MASK | ABANDONED)) !== 0 || (s & PARKED) !== 0) break;
-      if ((s & TAKEN) > most) continue;
-      const rec = (hint = recordOf(core, slot, hint)); // may throw: before the CAS
-      if (!take(w, st, s, s + n, rec, slot, n)) continue;
-      recordWait(core.f64, base, 0); // contended, not timed: a clock read costs ~100 ns
-      return { rec, abandoned: false };
-    }
-  }
-  const waitSlot = threadBase(core.tid) + T_WAIT_SLOT;
-  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait.deadline, waitSlot, own, hint);
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout);
-      if (step === DEADLOCK) throw new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!);
-      switch (Atomics.wait(w, waiter.index, waiter.value, remaining(waiter.until))) {
-        case 'ok': case 'not-equal': case 'timed-out': continue; // step() re-reads both words in every case
-      }
-    }
-  } catch (err) {
-    throw waiter.giveUp(err); // also ERR_LOCK_TABLE_FULL from making the record: never leave the heir bits behind
-  } finally {
-    Atomics.store(w, waitSlot, 0);
-  }
-  recordWait(core.f64, base, (performance.now() - waiter.start) * 1e6);
+  const own = selfDeadlock(core, slot, n, permits, hint);
+  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait, true, own, hint);
+  const ns = parkSync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns); // holders race here: approximate
   return { rec: waiter.rec, abandoned: waiter.abandoned };
 }
 
-/** Async acquire after the fast path failed. Not recorded for deadlock detection (see deadlock.ts). */
+/** Async acquire after the fast path failed. Not recorded for deadlock detection (see park.ts). */
 export async function acquireSlowAsync(
   core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: Pair,
 ): Promise<Taken> {
-  const { signal } = wait;
-  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait.deadline, -1, 0, hint);
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout);
-      await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
-      if (signal?.aborted) throw abortErrorFor(signal);
-    }
-  } catch (err) {
-    throw waiter.giveUp(err);
-  }
-  recordWait(core.f64, base, (performance.now() - waiter.start) * 1e6);
+  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait, false, 0, hint);
+  const ns = await parkAsync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns);
   return { rec: waiter.rec, abandoned: waiter.abandoned };
 }
 
