@@ -57,10 +57,9 @@
  * the barrier); each parked waiter adds its wait time, racing with the
  * others (approximate).
  */
-import type { TableCore, WatchedTable } from './core.js';
+import type { KindOps, TableCore, WatchedTable } from './core.js';
 import { addHolding, holdingOf } from './holdings.js';
-import { defineKind } from './kinds.js';
-import { F_ACQUIRED, KIND_BARRIER, S_STATE, T_LIVE, threadBase } from './layout.js';
+import { F_ACQUIRED, S_STATE, T_LIVE, threadBase } from './layout.js';
 import type { Wait } from './options.js';
 import { ABORT, FAILED, type Reason, TIMEOUT, Waiter, parkAsync, parkSync } from './park.js';
 import { SpinWait, recordWait } from './wait.js';
@@ -241,7 +240,8 @@ function waitedFor(table: WatchedTable, _base: number, slot: number): number[] {
   return out;
 }
 
-defineKind(KIND_BARRIER, {
+/** What recovery and deadlock detection need of a barrier (kinds.ts, KIND_BARRIER). */
+export const barrierKind: KindOps = {
   recoverHeld: (w, base) => recoverMember(w, base),
   holders: waitedFor,
-});
+};

@@ -43,9 +43,8 @@
  * recoverHeld below: its count is taken back and every sleeper is woken, so
  * the wake-up it took with it reaches a live waiter.
  */
-import type { TableCore } from './core.js';
-import { defineKind } from './kinds.js';
-import { KIND_CONDITION, S_BELL, S_STATE } from './layout.js';
+import type { KindOps, TableCore } from './core.js';
+import { S_BELL, S_STATE } from './layout.js';
 import type { Wait } from './options.js';
 import { Waiter, parkAsync, parkSync } from './park.js';
 
@@ -116,8 +115,9 @@ function recoverWaiter(w: Int32Array, base: number, _dead: number, count: number
   Atomics.notify(w, base + S_STATE);
 }
 
-defineKind(KIND_CONDITION, {
+/** What recovery and deadlock detection need of a condition (kinds.ts, KIND_CONDITION). */
+export const conditionKind: KindOps = {
   recoverHeld: recoverWaiter,
   // A condition is held by nobody: waiting on it never closes a cycle.
   holders: () => [],
-});
+};

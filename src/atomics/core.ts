@@ -2,7 +2,32 @@
  * What a primitive needs of its table, as seen from one thread: the shared
  * views, the table's geometry, and this thread's id in the table's registry.
  * One `TableCore` exists per (thread, table); primitives keep a reference.
+ * And what the table needs of each primitive (KindOps), which the core
+ * carries to recovery and deadlock detection, so that they name no primitive.
  */
+
+/**
+ * What recovery and deadlock detection need to know of a primitive. Each
+ * primitive's -word file exports its own; kinds.ts lists them by kind
+ * (layout.ts, KIND_*), and every core carries that list (`kinds`).
+ */
+export interface KindOps {
+  /**
+   * Release what the dead thread `tid` owns in the slot's state word (a
+   * single-owner hold: mutex, rwlock writer, once runner); mark it
+   * abandoned where the primitive has that notion. True if it owned it.
+   */
+  recoverOwned?(w: Int32Array, base: number, tid: number): boolean;
+  /**
+   * The dead thread `tid` held `count` of the slot in its holdings (read
+   * shares, permits, barrier membership): give them back, or break the
+   * primitive for the threads still using it.
+   */
+  recoverHeld?(w: Int32Array, base: number, tid: number, count: number): void;
+  /** The threads that hold the slot right now, for deadlock detection. */
+  holders?(table: WatchedTable, base: number, slot: number): number[];
+}
+
 /** What recovery needs of a table: any thread can scan one it has not joined. */
 export interface WatchedTable {
   readonly words: Int32Array;
@@ -12,6 +37,8 @@ export interface WatchedTable {
   readonly nodes: number;
   /** Identity (layout H_ID, H_ID2) as a string: the same in every thread. */
   readonly id: string;
+  /** Each primitive's KindOps, by kind (kinds.ts). */
+  readonly kinds: ReadonlyArray<KindOps | undefined>;
   /** Name of a slot for messages: its name in quotes, or `#index`. */
   label(slot: number): string;
 }

@@ -46,9 +46,8 @@
  * one wake-up), as in Go's sync.Mutex starvation mode (1 ms) and
  * parking_lot's eventual fairness (0.5 ms on average).
  */
-import type { TableCore } from './core.js';
-import { defineKind } from './kinds.js';
-import { KIND_MUTEX, S_BELL, S_STATE } from './layout.js';
+import type { KindOps, TableCore } from './core.js';
+import { S_BELL, S_STATE } from './layout.js';
 import type { Wait } from './options.js';
 import { ABORT, NOT_CONTENDED, type Reason, Waiter, parkAsync, parkSync } from './park.js';
 import { SpinWait, recordWait, watch } from './wait.js';
@@ -307,10 +306,11 @@ export function recoverMutex(w: Int32Array, base: number, dead: number): boolean
   return released;
 }
 
-defineKind(KIND_MUTEX, {
+/** What recovery and deadlock detection need of a mutex (kinds.ts, KIND_MUTEX). */
+export const mutexKind: KindOps = {
   recoverOwned: recoverMutex,
   holders: (table, base) => {
     const owner = Atomics.load(table.words, base + S_STATE) & OWNER_MASK;
     return owner === 0 ? [] : [owner];
   },
-});
+};

@@ -36,9 +36,8 @@
  *
  * Waiting is not fair and need not be: there is nothing to take turns at.
  */
-import type { TableCore, WatchedTable } from './core.js';
-import { defineKind } from './kinds.js';
-import { KIND_ONCE, S_STATE } from './layout.js';
+import type { KindOps, TableCore, WatchedTable } from './core.js';
+import { S_STATE } from './layout.js';
 import type { Wait } from './options.js';
 import { NOT_CONTENDED, Waiter, parkAsync, parkSync } from './park.js';
 import { recordWait } from './wait.js';
@@ -155,4 +154,5 @@ function runnerOf(table: WatchedTable, base: number): number[] {
   return s === DONE || (s & RUNNER_MASK) === 0 ? [] : [s & RUNNER_MASK];
 }
 
-defineKind(KIND_ONCE, { recoverOwned: recoverRunner, holders: runnerOf });
+/** What recovery and deadlock detection need of a once cell (kinds.ts, KIND_ONCE). */
+export const onceKind: KindOps = { recoverOwned: recoverRunner, holders: runnerOf };

@@ -81,15 +81,11 @@
  * - A share left by a thread killed inside an update costs the next writer
  *   up to CENSUS_MS (5 ms) more.
  */
-import type { TableCore, WatchedTable } from './core.js';
+import type { KindOps, TableCore, WatchedTable } from './core.js';
 import {
   NO_PAIR, addHolding, freePair, holdIn, holdingOf, ownHolding, pairToHold, removeHolding, scanned, setCount,
 } from './holdings.js';
-import { defineKind } from './kinds.js';
-import {
-  KIND_RWLOCK, S_AUX, S_BELL, S_STATE, T_WAIT_SLOT,
-  threadBase,
-} from './layout.js';
+import { S_AUX, S_BELL, S_STATE, T_WAIT_SLOT, threadBase } from './layout.js';
 import type { Wait } from './options.js';
 import { ABORT, NOT_CONTENDED, type Reason, Waiter, parkAsync, parkSync } from './park.js';
 import { SpinWait, recordWait, watch } from './wait.js';
@@ -664,4 +660,5 @@ export function rwlockHolders(table: WatchedTable, base: number, slot: number): 
   return out;
 }
 
-defineKind(KIND_RWLOCK, { recoverOwned: recoverWriter, recoverHeld: recoverReader, holders: rwlockHolders });
+/** What recovery and deadlock detection need of a rwlock (kinds.ts, KIND_RWLOCK). */
+export const rwlockKind: KindOps = { recoverOwned: recoverWriter, recoverHeld: recoverReader, holders: rwlockHolders };

@@ -76,13 +76,10 @@
  * just before the heir claimed it can still take permits once: bypass is
  * bounded by the number of threads.
  */
-import type { TableCore, WatchedTable } from './core.js';
+import type { KindOps, TableCore, WatchedTable } from './core.js';
 import { cycleThrough } from './deadlock.js';
 import { type Pair, countOf, holdingOf, recordNames, recordOf, removeHolding, take } from './holdings.js';
-import { defineKind } from './kinds.js';
-import {
-  KIND_SEMAPHORE, S_BELL, S_STATE, T_LIVE, T_WAIT_SLOT, threadBase,
-} from './layout.js';
+import { S_BELL, S_STATE, T_LIVE, T_WAIT_SLOT, threadBase } from './layout.js';
 import type { Wait } from './options.js';
 import { NOT_CONTENDED, Waiter, parkAsync, parkSync } from './park.js';
 import { SpinWait, recordWait } from './wait.js';
@@ -347,4 +344,5 @@ export function permitHolders(table: WatchedTable, _base: number, slot: number):
   return out;
 }
 
-defineKind(KIND_SEMAPHORE, { recoverOwned: recoverHeir, recoverHeld: recoverPermits, holders: permitHolders });
+/** What recovery and deadlock detection need of a semaphore (kinds.ts, KIND_SEMAPHORE). */
+export const semaphoreKind: KindOps = { recoverOwned: recoverHeir, recoverHeld: recoverPermits, holders: permitHolders };

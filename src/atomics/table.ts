@@ -23,7 +23,7 @@ import { RWLock } from './rwlock.js';
 import { RequestQueue } from './queue/queue.js';
 import { TOMBSTONE, queueSlotOf, stillNamed } from './queue/names.js';
 import { MAX_PERMITS, Semaphore } from './semaphore.js';
-import { kindOps } from './kinds.js';
+import { KINDS } from './kinds.js';
 import { checkInteger } from './options.js';
 import { claimThread, watchTable } from './threads.js';
 import {
@@ -162,6 +162,7 @@ export class LockTable {
       threads,
       nodes: words[H_NODES],
       id,
+      kinds: KINDS,
       table: this,
       tid: claimThread(words, threads),
       acquiring: new Uint8Array(slots),
@@ -484,7 +485,7 @@ export class LockTable {
     const base = slotBase(threads, slot);
     const kind = (Atomics.load(words, base + S_USE) & KIND_MASK) >>> KIND_SHIFT;
     const f = (word: number) => f64[(base + word) >> 1];
-    const holders = kindOps[kind]?.holders?.(this.#core, base, slot) ?? [];
+    const holders = this.#core.kinds[kind]?.holders?.(this.#core, base, slot) ?? [];
     return {
       name: this.#nameOf(slot),
       slot,
@@ -515,7 +516,9 @@ export function shareWithProcess(key: string, make: () => SharedArrayBuffer): Sh
   const buffer = getEnvironmentData(key);
   if (!(buffer instanceof SharedArrayBuffer)) return undefined;
   const words = validate(buffer), id = identityOf(words);
-  watchTable(id, { words, slots: words[H_SLOTS], threads: words[H_THREADS], nodes: words[H_NODES], id, label: (slot) => `#${slot}` });
+  watchTable(id, {
+    words, slots: words[H_SLOTS], threads: words[H_THREADS], nodes: words[H_NODES], id, kinds: KINDS, label: (slot) => `#${slot}`,
+  });
   return buffer;
 }
 

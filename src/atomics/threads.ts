@@ -29,9 +29,25 @@ import {
   threadBase,
 } from './layout.js';
 import { takeHoldings } from './holdings.js';
-import { kindOps, tableRecoveries } from './kinds.js';
 import { debug } from '../debug.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
+
+/**
+ * Recovery that needs the whole table at once (a request queue's nodes are
+ * found by owner across the node pool, not slot by slot). It returns how
+ * many holds it released, and `retry` when part of the work must wait (a
+ * latch held by another thread, perhaps one that died too and whose own
+ * recovery has not run yet): the dead thread's entry stays reserved until
+ * `retry()` answers true. `self`: the dead thread is this one (its own exit
+ * hook recovers it).
+ */
+export type TableRecovery = (table: WatchedTable, tid: number, self: boolean) => { released: number; retry?: () => boolean };
+const tableRecoveries: TableRecovery[] = [];
+
+/** Register a table-wide recovery (the request queues', queue/recovery.ts). */
+export function defineTableRecovery(fn: TableRecovery): void {
+  tableRecoveries.push(fn);
+}
 
 /** Node threadIds start at 0 (the main thread); entries store id + 1 so 0 means free. */
 const liveMark = (nodeThreadId: number) => nodeThreadId + 1;
@@ -216,7 +232,7 @@ export function recoverThread(core: WatchedTable, mark: number, stopped: boolean
 function recoverEntry(core: WatchedTable, tid: number, mark: number, stopped: boolean): number {
   const w = core.words, entry = threadBase(tid);
   let released = 0;
-  const kindOf = (base: number) => kindOps[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
+  const kindOf = (base: number) => core.kinds[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
   for (let slot = 0; slot < core.slots; slot++) {
     const base = slotBase(core.threads, slot);
     if (kindOf(base)?.recoverOwned?.(w, base, tid)) {
