@@ -157,7 +157,7 @@ export class Condition {
     const seq0 = Atomics.load(w, this.#seq);
     try {
       // Step 3. Released without spending the guard, which holds the mutex again when wait returns.
-      Mutex.release(guard.mutex, 0);
+      Mutex.release(guard.mutex);
     } catch (err) {
       this.#leave(); // not held by this thread (ERR_LOCK_NOT_LOCKED / ERR_LOCK_NOT_OWNER): nothing waited
       throw err;

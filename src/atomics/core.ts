@@ -57,4 +57,18 @@ export interface TableCore extends WatchedTable {
    * once at a time, so its small id names exactly one waiter.
    */
   readonly acquiring: Uint8Array;
+  /**
+   * Thread-local, by slot: typed-array views of that slot alone, made on
+   * first use (mutex.ts, slotViews): a fast path indexes them with constants.
+   */
+  readonly views: Array<SlotViews | undefined>;
+}
+
+/** Views of one slot's words, shared by every handle of it in one thread. */
+export interface SlotViews {
+  readonly words: Int32Array;
+  readonly f64: Float64Array;
+  /** The sampled hold of this thread on the slot (mutex.ts): its acquisition count, and when it began. */
+  sampled: number;
+  since: number;
 }

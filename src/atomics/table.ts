@@ -166,6 +166,7 @@ export class LockTable {
       table: this,
       tid: claimThread(words, threads),
       acquiring: new Uint8Array(slots),
+      views: [],
       label: (slot) => this.#label(slot),
     };
     watchTable(id, this.#core);
