@@ -112,7 +112,9 @@ export async function waitAsyncUntil(
  * path more than the counts are worth.
  */
 export function recordWait(f64: Float64Array, base: number, ns: number, contended = 1): void {
-  f64[(base + F_CONTENDED) >> 1] += contended;
+  // Not even `+= 0` for time alone: a read-modify-write of the count could
+  // undo another thread's exact one (a barrier's completer counts for all).
+  if (contended !== 0) f64[(base + F_CONTENDED) >> 1] += contended;
   if (!(ns > 0)) return;
   f64[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
   if (ns > f64[(base + F_WAIT_MAX_NS) >> 1]) f64[(base + F_WAIT_MAX_NS) >> 1] = ns;
