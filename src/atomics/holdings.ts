@@ -34,7 +34,9 @@ import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 declare const pairBrand: unique symbol;
 /** A holdings pair of this thread: the word index of its slot word. */
 export type Pair = number & { readonly [pairBrand]: true };
-export const NO_PAIR = 0 as Pair;
+/** Module-local: an exported binding costs a cell load and a hole check at each use in a hot loop. */
+const NONE = 0 as Pair;
+export const NO_PAIR = NONE;
 
 const firstPair = (tid: number) => (threadBase(tid) + T_HOLDS) as Pair;
 
@@ -103,19 +105,21 @@ function tableFull(core: TableCore, slot: number): never {
 // --- this thread's own pairs, on its hot paths -----------------------------
 
 /** What the last ownHolding() scan found: the slot's pair, and the first free pair (each NO_PAIR if none). */
-export const scanned = { found: NO_PAIR, free: NO_PAIR };
+let found = NONE, vacant = NONE;
+export const foundPair = (): Pair => found;
+export const vacantPair = (): Pair => vacant;
 
-/** This thread's count for `slot` (0 if it has no pair), by plain loads; fills `scanned`. */
+/** This thread's count for `slot` (0 if it has no pair), by plain loads; sets foundPair() and vacantPair(). */
 export function ownHolding(core: TableCore, slot: number): number {
   const w = core.words, key = slot + 1;
-  scanned.found = scanned.free = NO_PAIR;
+  found = vacant = NONE;
   for (let i: number = firstPair(core.tid), end = i + 2 * HOLDS_MAX; i < end; i += 2) {
     const k = w[i];
     if (k === key) {
-      scanned.found = i as Pair;
+      found = i as Pair;
       return w[i + 1]!;
     }
-    if (k === 0 && scanned.free === NO_PAIR) scanned.free = i as Pair;
+    if (k === 0 && vacant === NONE) vacant = i as Pair;
   }
   return 0;
 }
@@ -125,9 +129,9 @@ export function ownHolding(core: TableCore, slot: number): number {
  * slot's own, else a free one. ERR_LOCK_TABLE_FULL if none, before anything changes.
  */
 export function pairToHold(core: TableCore, slot: number): Pair {
-  if (scanned.found !== NO_PAIR) return scanned.found;
-  if (scanned.free === NO_PAIR) tableFull(core, slot);
-  return scanned.free;
+  if (found !== NONE) return found;
+  if (vacant === NONE) tableFull(core, slot);
+  return vacant;
 }
 
 /** The count of one of this thread's pairs (a plain load). */
@@ -179,23 +183,23 @@ export function lastPairsOf(core: TableCore): Uint8Array {
 export function findRecord(core: TableCore, slot: number): Pair {
   const w = core.words, at = firstPair(core.tid);
   for (let i = 0; i < HOLDS_MAX; i++) if (Atomics.load(w, at + 2 * i) === slot + 1) return (at + 2 * i) as Pair;
-  return NO_PAIR;
+  return NONE;
 }
 
 /**
- * Whether `pair` (the record this thread last used for `slot`, or NO_PAIR)
+ * Whether `pair` (the record this thread last used for `slot`, or NONE)
  * can take units of `slot` without a scan: it names the slot, or it was
  * freed by the last give() and is still the slot's (`last`, lastPairsOf()).
  */
 export function recordServes(w: Int32Array, pair: Pair, slot: number, first: Pair, last: Uint8Array): boolean {
-  if (pair === NO_PAIR) return false;
+  if (pair === NONE) return false;
   const key = w[pair];
   return key === slot + 1 || (key === 0 && last[slot] === ((pair - first) >> 1) + 1);
 }
 
-/** Whether `pair` (or NO_PAIR) is a live record of `slot`. */
+/** Whether `pair` (or NONE) is a live record of `slot`. */
 export function recordNames(w: Int32Array, pair: Pair, slot: number): boolean {
-  return pair !== NO_PAIR && w[pair] === slot + 1;
+  return pair !== NONE && w[pair] === slot + 1;
 }
 
 /** The first pair of this thread's entry: what recordServes() measures pairs from. */
@@ -203,12 +207,12 @@ export const firstOwnPair = (core: TableCore): Pair => firstPair(core.tid);
 
 /**
  * This thread's record of `slot`, made with count 0 if there is none.
- * `hint` is the pair this returned last time (or NO_PAIR). May throw
+ * `hint` is the pair this returned last time (or NONE). May throw
  * ERR_LOCK_TABLE_FULL: call it before the CAS, never between the CAS and take().
  */
 export function recordOf(core: TableCore, slot: number, hint: Pair): Pair {
   const w = core.words, first = firstPair(core.tid), last = lastPairsOf(core);
-  if (hint !== NO_PAIR && w[hint] === slot + 1) return hint;
+  if (hint !== NONE && w[hint] === slot + 1) return hint;
   if (last[slot] !== 0) {
     const pair = (first + 2 * (last[slot] - 1)) as Pair;
     if (w[pair] === slot + 1) return pair;
@@ -218,7 +222,7 @@ export function recordOf(core: TableCore, slot: number, hint: Pair): Pair {
     }
   }
   let pair = findRecord(core, slot);
-  if (pair === NO_PAIR) {
+  if (pair === NONE) {
     addHolding(core, slot, 0);
     pair = findRecord(core, slot);
   }

@@ -83,7 +83,7 @@
  */
 import type { KindOps, TableCore, WatchedTable } from './core.js';
 import {
-  NO_PAIR, addHolding, freePair, holdIn, holdingOf, ownHolding, pairToHold, removeHolding, scanned, setCount,
+  NO_PAIR, addHolding, foundPair, freePair, holdIn, holdingOf, ownHolding, pairToHold, removeHolding, setCount, vacantPair,
 } from './holdings.js';
 import { S_AUX, S_BELL, S_STATE, T_WAIT_SLOT, threadBase } from './layout.js';
 import type { Wait } from './options.js';
@@ -116,6 +116,9 @@ export const SHARES_MASK = PENDING - 1;
 /** How often the announced writer counts the readers the word names against the threads' holdings. */
 export const CENSUS_MS = 5;
 
+/** Module-local copy: an imported binding costs a load and a hole check at each use on the fast paths. */
+const NONE = NO_PAIR;
+
 export const readersOf = (s: number) => (s & READERS_MASK) >>> READERS_SHIFT;
 export const queuedOf = (s: number) => (s & QUEUED_MASK) >>> QUEUED_SHIFT;
 
@@ -147,8 +150,8 @@ function writerLeaves(w: Int32Array, base: number, s: number, keep: number): boo
  * holds none and the word is 0. Returns false, changing nothing, otherwise.
  */
 export function tryFirstShare(core: TableCore, slot: number, base: number): boolean {
-  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), at = scanned.free;
-  if (mine !== 0 || scanned.found !== NO_PAIR || at === NO_PAIR || Atomics.load(w, st) !== 0) return false;
+  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), at = vacantPair();
+  if (mine !== 0 || foundPair() !== NONE || at === NONE || Atomics.load(w, st) !== 0) return false;
   holdIn(w, at, slot, 1 | PENDING); // marked before the CAS (see the invariants)
   if (Atomics.compareExchange(w, st, 0, ONE_READER) === 0) {
     setCount(w, at, 1);
@@ -160,7 +163,7 @@ export function tryFirstShare(core: TableCore, slot: number, base: number): bool
 
 /** Give back one share of this thread. False, changing nothing, if it holds none. */
 export function readUnlock(core: TableCore, slot: number, base: number): boolean {
-  const w = core.words, count = ownHolding(core, slot), at = scanned.found;
+  const w = core.words, count = ownHolding(core, slot), at = foundPair();
   if ((count & SHARES_MASK) === 0) return false;
   const left = count - 1;
   if ((left & SHARES_MASK) !== 0) { // another share of this thread is still out: the word does not change
@@ -202,7 +205,7 @@ function unqueue(core: TableCore, slot: number, base: number): void {
  * `abandoned`, or undefined when the CAS lost a race (re-read and retry).
  */
 function enter(core: TableCore, slot: number, base: number, s: number, mine: number): boolean | undefined {
-  const w = core.words, queued = (mine & QUEUED_HOLD) !== 0, fresh = scanned.found === NO_PAIR;
+  const w = core.words, queued = (mine & QUEUED_HOLD) !== 0, fresh = foundPair() === NONE;
   const at = pairToHold(core, slot); // ERR_LOCK_TABLE_FULL here changes nothing
   let next = (s & ~ABANDONED) + ONE_READER;
   if (queued && (s & QUEUED_MASK) !== 0) {
@@ -227,7 +230,7 @@ function enter(core: TableCore, slot: number, base: number, s: number, mine: num
 export function tryReadSlow(core: TableCore, slot: number, base: number): boolean | undefined {
   const mine = ownHolding(core, slot);
   if ((mine & SHARES_MASK) !== 0) {
-    setCount(core.words, scanned.found, mine + 1); // already in: one more share, even past an announced writer
+    setCount(core.words, foundPair(), mine + 1); // already in: one more share, even past an announced writer
     return false;
   }
   for (;;) {
@@ -324,7 +327,7 @@ class ReaderWaiter extends RwWaiter {
     for (;;) {
       const mine = ownHolding(core, slot);
       if ((mine & SHARES_MASK) !== 0) { // another reader of this thread got in
-        setCount(w, scanned.found, mine + 1);
+        setCount(w, foundPair(), mine + 1);
         return this.#finish(true);
       }
       const s = (this.s = Atomics.load(w, st));
@@ -545,7 +548,7 @@ export function writeUnlockSlow(core: TableCore, slot: number, base: number, kee
 
 /** Write lock → one read share, in one CAS: no writer can get in between. */
 export function downgrade(core: TableCore, slot: number, base: number): void {
-  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), fresh = scanned.found === NO_PAIR;
+  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), fresh = foundPair() === NONE;
   const at = pairToHold(core, slot); // ERR_LOCK_TABLE_FULL here leaves the lock as it was
   // Marked before the CAS (see the invariants).
   if (fresh) holdIn(w, at, slot, (mine + 1) | PENDING);
@@ -568,7 +571,7 @@ export function downgrade(core: TableCore, slot: number, base: number): void {
 export function tryUpgrade(core: TableCore, slot: number, base: number): boolean {
   const w = core.words, st = base + S_STATE;
   if (ownHolding(core, slot) !== 1 || Atomics.load(w, base + S_AUX) !== 0) return false;
-  const at = scanned.found, s = Atomics.load(w, st);
+  const at = foundPair(), s = Atomics.load(w, st);
   if ((s & ~PARKED) !== ONE_READER) return false;
   setCount(w, at, 1 | PENDING); // marked before the CAS (see the invariants)
   if (Atomics.compareExchange(w, st, s, (s & PARKED) | core.tid) === s) {

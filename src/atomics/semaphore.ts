@@ -24,10 +24,24 @@ import {
 } from './semaphore-word.js';
 import { ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER } from '../errors.js';
 
+/*
+ * Module-local copies of the constants the fast paths use: an imported
+ * binding costs a load and a hole check at each use in a caller's loop.
+ */
+const NONE = NO_PAIR;
+const BLOCKED = HEIR_MASK | ABANDONED; // a heir waits, or news of a dead holder: the slow path
+const COUNT = TAKEN;
+const SLEEPERS = PARKED;
+
 /** The most permits a semaphore can have: the taken count is 31 bits of its state word, beside PARKED. */
 export const MAX_PERMITS = 2 ** 30;
 
-/** One acquisition in HOLD_SAMPLE is timed (F_HOLD_MAX_NS), as for Mutex: a clock read costs more than the acquire. */
+/**
+ * One acquisition in HOLD_SAMPLE is timed (F_HOLD_MAX_NS), as for Mutex: a
+ * clock read costs more than the acquire. Chosen by the slot's acquisition
+ * count (approximate for a semaphore, so the choice is too); one timed hold
+ * at a time per handle, its start on the handle, its guard marked.
+ */
 const HOLD_SAMPLE = 64;
 
 export class Semaphore {
@@ -41,11 +55,12 @@ export class Semaphore {
   readonly #core: TableCore;
   readonly #base: number;
   /** This thread's record of its permits (holdings.ts), as last used; checked before each use. */
-  #rec: Pair = NO_PAIR;
+  #rec: Pair = NONE;
   /** What recordServes() checks #rec against: this thread's first pair, and its last-pair cache for this table. */
   readonly #first: Pair;
   readonly #last: Uint8Array;
-  #sampleTick = 0;
+  /** When the timed hold taken through this handle began; 0 when none is out. */
+  #since = 0;
   /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
   get table(): LockTable {
     return this.#core.table as LockTable;
@@ -91,9 +106,18 @@ export class Semaphore {
    * blocked threads).
    */
   acquireSync(n = 1, options?: LockOptions): SemaphoreGuard {
+    // Arguments are checked before the words are touched; the common call has none to check.
+    if (n !== 1 || options !== undefined) return this.#acquireSyncWith(n, options);
+    return this.#take(1) ? this.#granted(1, false) : this.#acquireSlowSync(1, kNoWait);
+  }
+
+  #acquireSyncWith(n: number, options: LockOptions | undefined): SemaphoreGuard {
     if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
     const wait = options === undefined ? kNoWait : parseLockOptions(options);
-    if (this.#take(n)) return this.#granted(n, false);
+    return this.#take(n) ? this.#granted(n, false) : this.#acquireSlowSync(n, wait);
+  }
+
+  #acquireSlowSync(n: number, wait: Wait): SemaphoreGuard {
     const taken = acquireSlowSync(this.#core, this.slot, this.#base, n, this.#permits, wait, this.#rec);
     this.#rec = taken.rec;
     return this.#granted(n, taken.abandoned);
@@ -155,27 +179,34 @@ export class Semaphore {
     // A heir, or news of a dead holder: slow path. A plain read: a stale value
     // only lets this one acquire past a heir that has just claimed (the
     // bounded bypass of semaphore-word.ts), or sends it to the slow path.
-    if ((w[this.#bell] & (HEIR_MASK | ABANDONED)) !== 0) return false;
+    if ((w[this.#bell] & BLOCKED) !== 0) return false;
     let rec = this.#rec;
     if (!recordServes(w, rec, slot, this.#first, this.#last)) {
-      rec = this.#rec = recordOf(this.#core, slot, NO_PAIR); // makes a record counting 0; may throw, so before the CAS
+      rec = this.#rec = recordOf(this.#core, slot, NONE); // makes a record counting 0; may throw, so before the CAS
     }
     // A plain read too: the CAS checks it, and a stale value only fails it.
     const s = w[st];
     // The CAS and the record's credit in one step (holdings.ts take()).
-    return (s & TAKEN) <= this.#permits - n && take(w, st, s, s + n, rec, slot, n);
+    return (s & COUNT) <= this.#permits - n && take(w, st, s, s + n, rec, slot, n);
   }
 
   #granted(n: number, abandoned: boolean): SemaphoreGuard {
     // Racy between holders (see recordWait in semaphore-word.ts): approximate.
-    this.#f64[this.#acquired] += 1;
-    return new SemaphoreGuard(this, n, abandoned, (++this.#sampleTick & (HOLD_SAMPLE - 1)) === 0 ? performance.now() : 0);
+    const count = ++this.#f64[this.#acquired];
+    return new SemaphoreGuard(this, n, abandoned, (count & (HOLD_SAMPLE - 1)) === 0 && Semaphore.#startTiming(this));
   }
 
-  /** @internal Called by release() and SemaphoreGuard.release(). */
-  static give(sem: Semaphore, n: number, heldSince: number): void {
-    if (heldSince !== 0) {
-      const ns = (performance.now() - heldSince) * 1e6, i = (sem.#base + F_HOLD_MAX_NS) >> 1;
+  static #startTiming(sem: Semaphore): boolean {
+    if (sem.#since !== 0) return false; // a timed hold of this handle is still out
+    sem.#since = performance.now();
+    return true;
+  }
+
+  /** @internal Called by release() and SemaphoreGuard.release(); `timed`: the guard's hold is the timed one. */
+  static give(sem: Semaphore, n: number, timed: boolean): void {
+    if (timed) {
+      const ns = (performance.now() - sem.#since) * 1e6, i = (sem.#base + F_HOLD_MAX_NS) >> 1;
+      sem.#since = 0;
       if (ns > sem.#f64[i]) sem.#f64[i] = ns;
     }
     Semaphore.#give(sem, n);
@@ -185,11 +216,11 @@ export class Semaphore {
     const w = sem.#words;
     let rec = sem.#rec;
     if (!recordNames(w, rec, sem.slot)) rec = sem.#rec = findRecord(sem.#core, sem.slot);
-    const held = rec === NO_PAIR ? 0 : countOf(w, rec);
+    const held = rec === NONE ? 0 : countOf(w, rec);
     if (held < n) Semaphore.#notOwner(sem, n, held);
     // Off the record, then back to the word, in one step (holdings.ts give()).
     const old = give(w, sem.#st, rec, held, n);
-    if ((old & PARKED) !== 0) wakeAfterRelease(w, sem.#base, old, n);
+    if ((old & SLEEPERS) !== 0) wakeAfterRelease(w, sem.#base, old, n);
   }
 
   static #notOwner(sem: Semaphore, n: number, held: number): never {
@@ -206,7 +237,7 @@ export class Semaphore {
  */
 export class SemaphoreGuard {
   readonly #sem: Semaphore;
-  readonly #heldSince: number;
+  readonly #timed: boolean;
   #held = true;
   /** How many permits this guard holds. */
   readonly permits: number;
@@ -218,11 +249,11 @@ export class SemaphoreGuard {
   readonly abandoned: boolean;
 
   /** @internal */
-  constructor(sem: Semaphore, permits: number, abandoned: boolean, heldSince: number) {
+  constructor(sem: Semaphore, permits: number, abandoned: boolean, timed: boolean) {
     this.#sem = sem;
     this.permits = permits;
     this.abandoned = abandoned;
-    this.#heldSince = heldSince;
+    this.#timed = timed;
   }
 
   /** False once this guard has given its permits back. */
@@ -241,15 +272,17 @@ export class SemaphoreGuard {
    * given them back by `semaphore.release(n)`.
    */
   release(): void {
-    if (!this.#held) {
-      const s = this.#sem;
-      throw new ERR_LOCK_NOT_LOCKED(`${typeof s.name === 'string' ? JSON.stringify(s.name) : `#${s.name}`} (this guard already released its permits)`);
-    }
+    if (!this.#held) alreadyReleased(this.#sem);
     this.#held = false;
-    Semaphore.give(this.#sem, this.permits, this.#heldSince);
+    Semaphore.give(this.#sem, this.permits, this.#timed);
   }
 
   [Symbol.dispose](): void {
     if (this.#held) this.release();
   }
+}
+
+/** Out of line: the message's code would count against what V8 inlines into a caller's loop. */
+function alreadyReleased(s: Semaphore): never {
+  throw new ERR_LOCK_NOT_LOCKED(`${typeof s.name === 'string' ? JSON.stringify(s.name) : `#${s.name}`} (this guard already released its permits)`);
 }
