@@ -231,12 +231,13 @@ export function recordOf(core: TableCore, slot: number, hint: Pair): Pair {
 }
 
 /**
- * Take `n` units: CAS `w[word]` from `s` to `next` and, straight after it,
- * credit them to `pair` (the record of `slot` that recordServes() or
- * recordOf() approved). False, changing nothing, if the CAS lost.
+ * Take `n` units: CAS `count[at]` (the shared count word) from `s` to `next`
+ * and, straight after it, credit them to `pair` of this thread's entry in `w`
+ * (the record of `slot` that recordServes() or recordOf() approved). False,
+ * changing nothing, if the CAS lost.
  */
-export function take(w: Int32Array, word: number, s: number, next: number, pair: Pair, slot: number, n: number): boolean {
-  if (Atomics.compareExchange(w, word, s, next) !== s) return false;
+export function take(count: Int32Array, at: number, s: number, next: number, w: Int32Array, pair: Pair, slot: number, n: number): boolean {
+  if (Atomics.compareExchange(count, at, s, next) !== s) return false;
   if (w[pair] === slot + 1) w[pair + 1] += n;
   else { // freed by the last give(), still ours: the count first, then the slot
     w[pair + 1] = n;
@@ -246,12 +247,12 @@ export function take(w: Int32Array, word: number, s: number, next: number, pair:
 }
 
 /**
- * Give back `n` of the `held` units recorded in `pair`: off the record
- * first (freed at 0), then Atomics.sub(w[word], n), with no call between.
- * Returns the word before the sub.
+ * Give back `n` of the `held` units recorded in `pair` (of `w`): off the
+ * record first (freed at 0), then Atomics.sub(count[at], n), with no call
+ * between. Returns the count word before the sub.
  */
-export function give(w: Int32Array, word: number, pair: Pair, held: number, n: number): number {
+export function give(w: Int32Array, pair: Pair, held: number, n: number, count: Int32Array, at: number): number {
   if (held === n) w[pair] = 0;
   else w[pair + 1] = held - n;
-  return Atomics.sub(w, word, n);
+  return Atomics.sub(count, at, n);
 }

@@ -9,9 +9,9 @@
  * serialise async tasks of one thread, give each task its own turn with
  * `withLock` one after the other, or use a queueing front door.
  */
-import type { SlotViews, TableCore } from './core.js';
+import { type SlotViews, type TableCore, slotViews } from './core.js';
 import type { LockTable } from './table.js';
-import { F_ACQUIRED, F_HOLD_MAX_NS, SLOT_WORDS, S_STATE } from './layout.js';
+import { F_ACQUIRED, F_HOLD_MAX_NS, S_STATE } from './layout.js';
 import { OWNER_MASK, lockSlowAsync, lockSlowSync, tryLockSlow, unlockSlow } from './mutex-word.js';
 import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './options.js';
 import { ERR_LOCK_NOT_LOCKED } from '../errors.js';
@@ -34,21 +34,6 @@ const HOLD_SAMPLE = 64;
 const STATE = S_STATE;
 const ACQUIRED = F_ACQUIRED >> 1;
 const HOLD_MAX = F_HOLD_MAX_NS >> 1;
-
-/**
- * Views of one slot alone, shared by every handle of it in this thread: the
- * fast paths index them with constants. (Indexing the whole table's views
- * at a computed offset cost a third more per lock+unlock in a caller's loop,
- * and varied with where the handle landed in the heap: see issue 12's notes.)
- */
-function slotViews(core: TableCore, slot: number, base: number): SlotViews {
-  return (core.views[slot] ??= {
-    words: new Int32Array(core.buffer, base * 4, SLOT_WORDS),
-    f64: new Float64Array(core.buffer, base * 4, SLOT_WORDS / 2),
-    sampled: 0,
-    since: 0,
-  });
-}
 
 /**
  * The fast path, as a caller's loop runs it (bench/uncontended.ts): one CAS

@@ -150,7 +150,7 @@ class SemaphoreWaiter extends Waiter {
       if (((b & HEIR_MASK) !== 0 && !this.heir) || (s & TAKEN) > most) return false;
       const rec = (this.rec = recordOf(this.core, this.slot, this.rec)); // may throw: before the CAS
       // Having slept, set PARKED again: a wake of n may have left others asleep.
-      if (!take(w, st, s, (s + n) | (this.slept ? PARKED : 0), rec, this.slot, n)) continue;
+      if (!take(w, st, s, (s + n) | (this.slept ? PARKED : 0), w, rec, this.slot, n)) continue;
       this.abandoned = (b & ABANDONED) !== 0 && claimAbandoned(w, bell);
       this.#leave();
       return true;
@@ -290,7 +290,7 @@ export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: n
       return 0;
     }
     const rec = (hint = recordOf(core, slot, hint)); // may throw: before the CAS
-    if (!take(w, st, s, s + n, rec, slot, n)) continue;
+    if (!take(w, st, s, s + n, w, rec, slot, n)) continue;
     return (b & ABANDONED) !== 0 && claimAbandoned(w, bell) ? -rec : rec;
   }
 }

@@ -12,7 +12,7 @@
  * hold several permits, taken by one call or by several (its async tasks,
  * say); any of them may give them back, in any split.
  */
-import type { TableCore } from './core.js';
+import { type TableCore, slotViews } from './core.js';
 import type { LockTable } from './table.js';
 import {
   NO_PAIR, type Pair, countOf, findRecord, firstOwnPair, give, lastPairsOf, recordNames, recordOf, recordServes, take,
@@ -29,6 +29,7 @@ import { ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER } from '../errors.js';
  * binding costs a load and a hole check at each use in a caller's loop.
  */
 const NONE = NO_PAIR;
+const STATE = S_STATE, BELL = S_BELL, ACQUIRED = F_ACQUIRED >> 1, HOLD_MAX = F_HOLD_MAX_NS >> 1;
 const BLOCKED = HEIR_MASK | ABANDONED; // a heir waits, or news of a dead holder: the slow path
 const COUNT = TAKEN;
 const SLEEPERS = PARKED;
@@ -46,11 +47,10 @@ const HOLD_SAMPLE = 64;
 
 export class Semaphore {
   // The fast paths read only these fields: no hop through the core.
+  /** The table's words (this thread's holdings live there), and views of this slot alone (core.ts, slotViews). */
   readonly #words: Int32Array;
+  readonly #slot: Int32Array;
   readonly #f64: Float64Array;
-  readonly #st: number;
-  readonly #bell: number;
-  readonly #acquired: number;
   readonly #permits: number;
   readonly #core: TableCore;
   readonly #base: number;
@@ -74,12 +74,11 @@ export class Semaphore {
   /** @internal Use `table.semaphore(name, permits)`. */
   constructor(core: TableCore, slot: number, base: number, name: string | number) {
     this.#core = core;
+    const views = slotViews(core, slot, base);
     this.#words = core.words;
-    this.#f64 = core.f64;
+    this.#slot = views.words;
+    this.#f64 = views.f64;
     this.#base = base;
-    this.#st = base + S_STATE;
-    this.#bell = base + S_BELL;
-    this.#acquired = (base + F_ACQUIRED) >> 1;
     this.#permits = Atomics.load(core.words, base + S_AUX); // fixed when the slot took its kind
     this.#first = firstOwnPair(core);
     this.#last = lastPairsOf(core);
@@ -94,7 +93,7 @@ export class Semaphore {
 
   /** Permits nobody holds right now (a snapshot, for diagnostics: it may change before you read it). */
   get available(): number {
-    return this.#permits - (Atomics.load(this.#words, this.#st) & TAKEN);
+    return this.#permits - (Atomics.load(this.#slot, STATE) & TAKEN);
   }
 
   /**
@@ -106,14 +105,13 @@ export class Semaphore {
    * blocked threads).
    */
   acquireSync(n = 1, options?: LockOptions): SemaphoreGuard {
-    // Arguments are checked before the words are touched; the common call has none to check.
-    if (n !== 1 || options !== undefined) return this.#acquireSyncWith(n, options);
-    return this.#take(1) ? this.#granted(1, false) : this.#acquireSlowSync(1, kNoWait);
+    // Arguments are checked before the words are touched; options take the other way in.
+    if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
+    if (options !== undefined) return this.#acquireSyncWith(n, parseLockOptions(options));
+    return this.#take(n) ? this.#granted(n, false) : this.#acquireSlowSync(n, kNoWait);
   }
 
-  #acquireSyncWith(n: number, options: LockOptions | undefined): SemaphoreGuard {
-    if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
-    const wait = options === undefined ? kNoWait : parseLockOptions(options);
+  #acquireSyncWith(n: number, wait: Wait): SemaphoreGuard {
     return this.#take(n) ? this.#granted(n, false) : this.#acquireSlowSync(n, wait);
   }
 
@@ -152,7 +150,10 @@ export class Semaphore {
    */
   tryAcquire(n = 1): SemaphoreGuard | null {
     if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
-    if (this.#take(n)) return this.#granted(n, false);
+    return this.#take(n) ? this.#granted(n, false) : this.#tryAcquireSlow(n);
+  }
+
+  #tryAcquireSlow(n: number): SemaphoreGuard | null {
     const rec = tryAcquireSlow(this.#core, this.slot, this.#base, n, this.#permits, this.#rec);
     if (rec === 0) return null;
     this.#rec = Math.abs(rec) as Pair;
@@ -175,24 +176,24 @@ export class Semaphore {
    * race (the slow path retries).
    */
   #take(n: number): boolean {
-    const w = this.#words, st = this.#st, slot = this.slot;
+    const w = this.#words, words = this.#slot, slot = this.slot;
     // A heir, or news of a dead holder: slow path. A plain read: a stale value
     // only lets this one acquire past a heir that has just claimed (the
     // bounded bypass of semaphore-word.ts), or sends it to the slow path.
-    if ((w[this.#bell] & BLOCKED) !== 0) return false;
+    if ((words[BELL] & BLOCKED) !== 0) return false;
     let rec = this.#rec;
     if (!recordServes(w, rec, slot, this.#first, this.#last)) {
       rec = this.#rec = recordOf(this.#core, slot, NONE); // makes a record counting 0; may throw, so before the CAS
     }
     // A plain read too: the CAS checks it, and a stale value only fails it.
-    const s = w[st];
+    const s = words[STATE];
     // The CAS and the record's credit in one step (holdings.ts take()).
-    return (s & COUNT) <= this.#permits - n && take(w, st, s, s + n, rec, slot, n);
+    return (s & COUNT) <= this.#permits - n && take(words, STATE, s, s + n, w, rec, slot, n);
   }
 
   #granted(n: number, abandoned: boolean): SemaphoreGuard {
     // Racy between holders (see recordWait in semaphore-word.ts): approximate.
-    const count = ++this.#f64[this.#acquired];
+    const count = ++this.#f64[ACQUIRED];
     return new SemaphoreGuard(this, n, abandoned, (count & (HOLD_SAMPLE - 1)) === 0 && Semaphore.#startTiming(this));
   }
 
@@ -205,9 +206,9 @@ export class Semaphore {
   /** @internal Called by release() and SemaphoreGuard.release(); `timed`: the guard's hold is the timed one. */
   static give(sem: Semaphore, n: number, timed: boolean): void {
     if (timed) {
-      const ns = (performance.now() - sem.#since) * 1e6, i = (sem.#base + F_HOLD_MAX_NS) >> 1;
+      const ns = (performance.now() - sem.#since) * 1e6;
       sem.#since = 0;
-      if (ns > sem.#f64[i]) sem.#f64[i] = ns;
+      if (ns > sem.#f64[HOLD_MAX]) sem.#f64[HOLD_MAX] = ns;
     }
     Semaphore.#give(sem, n);
   }
@@ -219,7 +220,7 @@ export class Semaphore {
     const held = rec === NONE ? 0 : countOf(w, rec);
     if (held < n) Semaphore.#notOwner(sem, n, held);
     // Off the record, then back to the word, in one step (holdings.ts give()).
-    const old = give(w, sem.#st, rec, held, n);
+    const old = give(w, rec, held, n, sem.#slot, STATE);
     if ((old & SLEEPERS) !== 0) wakeAfterRelease(w, sem.#base, old, n);
   }
 
