@@ -116,8 +116,12 @@ export const SHARES_MASK = PENDING - 1;
 /** How often the announced writer counts the readers the word names against the threads' holdings. */
 export const CENSUS_MS = 5;
 
-/** Module-local copy: an imported binding costs a load and a hole check at each use on the fast paths. */
-const NONE = NO_PAIR;
+/*
+ * Module-local copies for the read fast paths: an imported or exported
+ * binding is a module cell, a load and a hole check at each use in a
+ * caller's loop.
+ */
+const NONE = NO_PAIR, STATE = S_STATE, READER = ONE_READER, MARK = PENDING, SHARES = SHARES_MASK;
 
 export const readersOf = (s: number) => (s & READERS_MASK) >>> READERS_SHIFT;
 export const queuedOf = (s: number) => (s & QUEUED_MASK) >>> QUEUED_SHIFT;
@@ -150,10 +154,11 @@ function writerLeaves(w: Int32Array, base: number, s: number, keep: number): boo
  * holds none and the word is 0. Returns false, changing nothing, otherwise.
  */
 export function tryFirstShare(core: TableCore, slot: number, base: number): boolean {
-  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), at = vacantPair();
-  if (mine !== 0 || foundPair() !== NONE || at === NONE || Atomics.load(w, st) !== 0) return false;
-  holdIn(w, at, slot, 1 | PENDING); // marked before the CAS (see the invariants)
-  if (Atomics.compareExchange(w, st, 0, ONE_READER) === 0) {
+  const w = core.words, st = base + STATE, mine = ownHolding(core, slot), at = vacantPair();
+  // A plain read of the word: the CAS checks it; a stale value only sends this to the slow path.
+  if (mine !== 0 || foundPair() !== NONE || at === NONE || w[st] !== 0) return false;
+  holdIn(w, at, slot, 1 | MARK); // marked before the CAS (see the invariants)
+  if (Atomics.compareExchange(w, st, 0, READER) === 0) {
     setCount(w, at, 1);
     return true;
   }
@@ -164,15 +169,15 @@ export function tryFirstShare(core: TableCore, slot: number, base: number): bool
 /** Give back one share of this thread. False, changing nothing, if it holds none. */
 export function readUnlock(core: TableCore, slot: number, base: number): boolean {
   const w = core.words, count = ownHolding(core, slot), at = foundPair();
-  if ((count & SHARES_MASK) === 0) return false;
+  if ((count & SHARES) === 0) return false;
   const left = count - 1;
-  if ((left & SHARES_MASK) !== 0) { // another share of this thread is still out: the word does not change
+  if ((left & SHARES) !== 0) { // another share of this thread is still out: the word does not change
     setCount(w, at, left);
     return true;
   }
   // The thread's last share: marked, then the word, then the holdings entry.
-  setCount(w, at, count | PENDING);
-  const old = Atomics.sub(w, base + S_STATE, ONE_READER);
+  setCount(w, at, count | MARK);
+  const old = Atomics.sub(w, base + STATE, READER);
   if (left === 0) freePair(w, at);
   else setCount(w, at, left);
   // The last reader out lets the announced writer in.
