@@ -10,7 +10,7 @@ import type { LockTable } from './table.js';
 import { awaitNotify, awaitNotifySync, wake } from './condition-word.js';
 import { addHolding, removeHolding } from './holdings.js';
 import { F_ACQUIRED, S_BELL, S_STATE } from './layout.js';
-import { Mutex, MutexGuard } from './mutex.js';
+import { MutexGuard } from './mutex.js';
 import { type LockOptions, type Wait, checkInteger, kNoWait, parseLockOptions } from './options.js';
 import { recordWait } from './wait.js';
 import { ERR_INVALID_ARG_TYPE, ERR_LOCK_NOT_LOCKED } from '../errors.js';
@@ -157,7 +157,7 @@ export class Condition {
     const seq0 = Atomics.load(w, this.#seq);
     try {
       // Step 3. Released without spending the guard, which holds the mutex again when wait returns.
-      Mutex.release(guard.mutex);
+      guard.mutex.unlock();
     } catch (err) {
       this.#leave(); // not held by this thread (ERR_LOCK_NOT_LOCKED / ERR_LOCK_NOT_OWNER): nothing waited
       throw err;

@@ -126,7 +126,8 @@ export class Mutex {
    * when nobody does.
    */
   unlock(): void {
-    Mutex.release(this);
+    if (this.#timing !== 0) Mutex.#recordHold(this);
+    if (Atomics.compareExchange(this.#words, STATE, this.#tid, 0) !== this.#tid) unlockSlow(this.#core, this.slot, this.#base);
   }
 
   /** Run `fn` holding the lock; released when its promise settles, also on throw. */
@@ -167,14 +168,6 @@ export class Mutex {
     mutex.#views.since = performance.now();
   }
 
-  /** @internal Called by MutexGuard.unlock(). */
-  static release(mutex: Mutex): void {
-    if (mutex.#timing !== 0) Mutex.#recordHold(mutex);
-    if (Atomics.compareExchange(mutex.#words, STATE, mutex.#tid, 0) !== mutex.#tid) {
-      unlockSlow(mutex.#core, mutex.slot, mutex.#base);
-    }
-  }
-
   static #recordHold(mutex: Mutex): void {
     const views = mutex.#views, f64 = mutex.#f64, ns = (performance.now() - views.since) * 1e6;
     mutex.#timing = 0;
@@ -209,14 +202,19 @@ export class MutexGuard {
 
   /** Release the lock. A second unlock through the same guard throws ERR_LOCK_NOT_LOCKED. */
   unlock(): void {
-    if (!this.#held) throw new ERR_LOCK_NOT_LOCKED(`${labelOf(this.#mutex)} (this guard already released it)`);
+    if (!this.#held) spent(this.#mutex);
     this.#held = false;
-    Mutex.release(this.#mutex);
+    this.#mutex.unlock(); // the hold is this thread's: the mutex's own unlock (an instance call: no class binding to check)
   }
 
   [Symbol.dispose](): void {
     if (this.#held) this.unlock();
   }
+}
+
+/** Out of line: a message built in unlock() counts against what V8 inlines into a caller's loop. */
+function spent(m: Mutex): never {
+  throw new ERR_LOCK_NOT_LOCKED(`${labelOf(m)} (this guard already released it)`);
 }
 
 function labelOf(m: Mutex): string {
