@@ -123,7 +123,7 @@ export abstract class Waiter {
  */
 export function parkSync(waiter: Waiter): number {
   const { core, wait } = waiter, w = core.words, spins = wait.timeout > 0;
-  let contended = false, slept = false, left = false;
+  let contended = false, slept = false, left = false, recorded = false;
   try {
     for (;;) {
       if (waiter.check()) break;
@@ -136,6 +136,7 @@ export function parkSync(waiter: Waiter): number {
         if (waiter.leave(TIMEOUT)) break;
         throw new ERR_LOCK_TIMEOUT(core.label(waiter.slot), wait.timeout);
       }
+      recorded = true;
       const cycle = waiter.cycle();
       if (cycle !== null) {
         left = true;
@@ -152,7 +153,8 @@ export function parkSync(waiter: Waiter): number {
     if (!left) waiter.leave(FAILED);
     throw err;
   } finally {
-    Atomics.store(w, threadBase(core.tid) + T_WAIT_SLOT, 0);
+    // Only a wait that got as far as the walk recorded itself (an Atomics.store is a call here).
+    if (recorded) Atomics.store(w, threadBase(core.tid) + T_WAIT_SLOT, 0);
   }
   if (!contended) return NOT_CONTENDED;
   return slept ? (performance.now() - waiter.start) * 1e6 : 0;
