@@ -10,13 +10,13 @@
  * process-wide BroadcastChannel (loss.ts). The holder's `signal` then aborts,
  * `onCompromised` runs, and a request()'s promise rejects at once.
  */
-import type { LockMode, QueueGrant, RequestQueue } from './atomics/queue/queue.js';
+import type { QueueGrant, RequestQueue } from './atomics/queue/queue.js';
+import type { LockMode, LockScope } from './scopes.js';
 import { type Holding, type LossReason, holdingsOf } from './loss.js';
 import { ERR_LOCK_COMPROMISED, ERR_LOCK_NOT_LOCKED } from './errors.js';
 import { acquireChannel, debug, grantObserved, lockLost, ms, observed, releaseChannel } from './observe.js';
 
-export type LockScope = 'thread' | 'host' | 'cluster';
-export type { LockMode, LossReason };
+export type { LockMode, LockScope, LossReason };
 
 /** Whether a held lock is still held, and its `signal`, made only when asked for (an AbortController costs more than a lock). */
 class LossState {

@@ -46,11 +46,12 @@
  */
 import { channel, tracingChannel } from 'node:diagnostics_channel';
 import { BroadcastChannel, getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
-import type { LockMode, LockScope } from './lock-guard.js';
+import type { LockMode, LockScope } from './scopes.js';
 import type { LossReason } from './loss.js';
 
-export { debug } from './atomics/debug.js';
-import { debug } from './atomics/debug.js';
+import { debug } from './debug.js';
+
+export { debug };
 
 // --- the messages -------------------------------------------------------------
 

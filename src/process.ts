@@ -33,7 +33,8 @@
 import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
 import { watchReserved, watchThreads } from './atomics/threads.js';
 import { type Geometry, reserveBuffer } from './atomics/memory.js';
-import { helperState } from './atomics/queue/table.js';
+import { QUEUE_KINDS, helperState } from './atomics/queue/table.js';
+import { KINDS } from './atomics/kinds.js';
 import { queueRecovery } from './atomics/queue/recovery.js';
 import type { OuterLock } from './atomics/queue/outer.js';
 import { DEFAULT_TABLE_KEY, kDefaultGeometry } from './atomics/table.js';
@@ -57,11 +58,12 @@ const tables: Array<{ key: string; geometry: Geometry; outer?: OuterLock }> = [
   { key: CLUSTER_TABLE_KEY, geometry: kClusterGeometry, outer: clusterOuter },
 ];
 for (const { key, geometry, outer } of tables) {
+  const queues = geometry.requests !== undefined;
   if (isMainThread && !(getEnvironmentData(key) instanceof SharedArrayBuffer)) setEnvironmentData(key, reserveBuffer(geometry));
   const buffer = getEnvironmentData(key);
   // A worker started before the main thread imported latchkey has none: its requests say so.
   if (!(buffer instanceof SharedArrayBuffer)) continue;
-  watchReserved(buffer, geometry.requests === undefined ? undefined : queueRecovery(outer && (() => outer)));
+  watchReserved(buffer, queues ? QUEUE_KINDS : KINDS, queues ? queueRecovery(outer && (() => outer)) : undefined);
 }
 
 // 4. Helper threads.

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import { LockTable } from '../src/index.js';
-import { findRecord } from '../src/atomics/semaphore-word.js';
+import { findRecord } from '../src/atomics/holdings.js';
 import { control, result, signalWord, start, until } from './helpers.js';
 
 const stops: Array<() => void> = [];

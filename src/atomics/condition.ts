@@ -1,67 +1,22 @@
 /**
  * Condition: a futex condition variable in one slot of a LockTable, used with
  * a Mutex (of this table or any other), as pthread_cond_t is used with a
- * pthread mutex. A sequence word that every notify bumps, and a waiter count
- * so that a notify with nobody waiting costs one load (the futex condvar of
- * glibc before 2.25 and of Rust's std).
- *
- * ```
- *  S_STATE  sequence   bumped by each notify that finds a waiter; waiters sleep on it
- *  S_BELL   waiters    threads inside wait(): from before they read the sequence
- *                      until they hold the mutex again
- * ```
- *
- * | step of wait()            | why this order                                               |
- * |---------------------------|--------------------------------------------------------------|
- * | 1. waiters += 1           | before reading the sequence: a notify that reads waiters     |
- * |                           | after step 2 sees us and bumps                               |
- * | 2. seq0 := sequence       | before releasing the mutex: a notify issued after the        |
- * |                           | release bumps the sequence past seq0                         |
- * | 3. release the mutex      | the commit point                                             |
- * | 4. sleep while seq = seq0 | Atomics.wait compares and enqueues atomically: a bump before |
- * |                           | it returns 'not-equal', one after it is followed by a notify |
- * | 5. re-take the mutex      | also on timeout and abort, as pthread_cond_timedwait does    |
- * | 6. waiters -= 1           |                                                              |
- *
- * notify(n): if waiters = 0, return (one load); else sequence += 1, then
- * Atomics.notify(sequence, n).
- *
- * No lost notification: a notify whose load of `waiters` comes after a
- * waiter's step 3 sees that waiter's step 1 (seq-cst), so it bumps the
- * sequence after the waiter read seq0, and then wakes the oldest sleepers
- * (V8's waiter list is FIFO): a sleeper that committed before the bump if
- * any sleeps; one that has not slept yet finds the sequence changed.
- *
- * Spurious wake-ups happen (every committed waiter that is not yet asleep
- * returns on any notify): always wait in a predicate loop. A wake-up that
- * leaves the sequence unchanged (an abort or a recovery waking every sleeper
- * on the word) is not one: that waiter sleeps again.
- *
- * Dead waiters: each waiter holds one unit of the slot in its thread's
- * holdings (holdings.ts) from step 1 to step 6. A thread that dies in
- * between, even one that a notify(1) had already woken, is recovered by
- * recoverHeld below: its count is taken back and every sleeper is woken, so
- * the wake-up it took with it reaches a live waiter.
+ * pthread mutex. This file holds the public class and the steps of wait()
+ * around the sleep; the two words, the order of the steps that prevents a
+ * lost notification, the sleep itself and recovery live in condition-word.ts.
  */
 import type { TableCore } from './core.js';
 import type { LockTable } from './table.js';
+import { awaitNotify, awaitNotifySync, wake } from './condition-word.js';
 import { addHolding, removeHolding } from './holdings.js';
-import { defineKind } from './kinds.js';
-import {
-  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, KIND_CONDITION, S_BELL, S_STATE, T_WAIT_SLOT, threadBase,
-} from './layout.js';
-import { Mutex, MutexGuard } from './mutex.js';
+import { F_ACQUIRED, S_BELL, S_STATE } from './layout.js';
+import { MutexGuard } from './mutex.js';
 import { type LockOptions, type Wait, checkInteger, kNoWait, parseLockOptions } from './options.js';
-import { remaining, waitAsyncUntil } from './wait.js';
-import { ERR_INVALID_ARG_TYPE, ERR_LOCK_NOT_LOCKED, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+import { recordWait } from './wait.js';
+import { ERR_INVALID_ARG_TYPE, ERR_LOCK_NOT_LOCKED } from '../errors.js';
 
 /** The most waiters one notify(n) can name (Atomics.notify's own limit is +Infinity: use notifyAll). */
 export const MAX_NOTIFY = 0x7fffffff;
-
-const WOKEN = 0;
-const TIMED_OUT = 1;
-const ABORTED = 2;
-type Outcome = typeof WOKEN | typeof TIMED_OUT | typeof ABORTED;
 
 export class Condition {
   readonly #core: TableCore;
@@ -106,31 +61,19 @@ export class Condition {
     const wait = options === undefined ? kNoWait : parseLockOptions(options);
     checkGuard(guard);
     const seq0 = this.#commit(guard);
-    const start = performance.now();
-    let outcome: Outcome = TIMED_OUT, slept = false;
-    const w = this.#words, waitSlot = threadBase(this.#core.tid) + T_WAIT_SLOT;
+    let slept = 0, error: unknown = null;
     try {
-      // Recorded for diagnostics; a condition has no holder, so no cycle runs through it.
-      Atomics.store(w, waitSlot, this.slot + 1);
-      for (;;) {
-        const r = Atomics.wait(w, this.#seq, seq0, remaining(wait.deadline));
-        if (r !== 'not-equal') slept = true;
-        // A notify that lands with the timeout wins: the wait returns normally.
-        if (Atomics.load(w, this.#seq) !== seq0) {
-          outcome = WOKEN;
-          break;
-        }
-        if (r === 'timed-out') break;
-        // 'ok' with the sequence unchanged: a wake-all meant for others (an abort, a recovery). Sleep again.
+      try {
+        slept = awaitNotifySync(this.#core, this.slot, this.#base, wait, seq0);
+      } catch (err) {
+        error = err; // ERR_LOCK_TIMEOUT: thrown once the mutex is held again (step 5)
       }
-      Atomics.store(w, waitSlot, 0);
       adopt(guard, guard.mutex.lockSync());
     } finally {
-      Atomics.store(w, waitSlot, 0);
       this.#leave();
     }
-    this.#count(outcome, slept, start);
-    if (outcome === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(this.#core.label(this.slot), wait.timeout);
+    if (error !== null) throw error;
+    this.#count(slept);
   }
 
   /**
@@ -154,30 +97,19 @@ export class Condition {
   }
 
   async #waitAsync(guard: MutexGuard, seq0: number, wait: Wait): Promise<void> {
-    const start = performance.now(), { signal } = wait, w = this.#words;
-    let outcome: Outcome = TIMED_OUT, slept = false;
+    let slept = 0, error: unknown = null;
     try {
-      for (;;) {
-        const r = await waitAsyncUntil(w, this.#seq, seq0, wait.deadline, signal);
-        if (r !== 'not-equal') slept = true;
-        if (Atomics.load(w, this.#seq) !== seq0) {
-          outcome = WOKEN;
-          break;
-        }
-        // Checked before waiting again: a listener added to an aborted signal never fires.
-        if (signal?.aborted) {
-          outcome = ABORTED;
-          break;
-        }
-        if (r === 'timed-out') break;
+      try {
+        slept = await awaitNotify(this.#core, this.slot, this.#base, wait, seq0);
+      } catch (err) {
+        error = err; // ERR_LOCK_TIMEOUT or AbortError: thrown once the mutex is held again (step 5)
       }
       adopt(guard, await guard.mutex.lock());
     } finally {
       this.#leave();
     }
-    this.#count(outcome, slept, start);
-    if (outcome === ABORTED) throw abortErrorFor(signal!);
-    if (outcome === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(this.#core.label(this.slot), wait.timeout);
+    if (error !== null) throw error;
+    this.#count(slept);
   }
 
   /**
@@ -207,15 +139,7 @@ export class Condition {
   }
 
   #wake(n: number): void {
-    const w = this.#words;
-    // Nobody between step 1 and step 6: nobody to wake. A waiter counts
-    // itself before it reads the sequence, so a 0 here means any waiter
-    // still to come will read the sequence after this call.
-    if (Atomics.load(w, this.#waiters) === 0) return;
-    // Bump *before* waking: a waiter between its commit and its sleep then
-    // finds the value changed instead of sleeping through this notify.
-    Atomics.add(w, this.#seq, 1);
-    Atomics.notify(w, this.#seq, n);
+    wake(this.#words, this.#base, n);
   }
 
   /** Steps 1-3 of wait(); returns seq0. Undoes itself if the guard does not hold its mutex. */
@@ -233,7 +157,7 @@ export class Condition {
     const seq0 = Atomics.load(w, this.#seq);
     try {
       // Step 3. Released without spending the guard, which holds the mutex again when wait returns.
-      Mutex.release(guard.mutex, 0);
+      guard.mutex.unlock();
     } catch (err) {
       this.#leave(); // not held by this thread (ERR_LOCK_NOT_LOCKED / ERR_LOCK_NOT_OWNER): nothing waited
       throw err;
@@ -248,19 +172,15 @@ export class Condition {
   }
 
   /**
-   * Counters, written holding the mutex again: race-free as long as the
-   * condition is always used with one mutex (the pthread rule). acquisitions
-   * = waits that were woken; contended = those of them that slept.
+   * Counters of a wait that was woken, written holding the mutex again:
+   * race-free as long as the condition is always used with one mutex (the
+   * pthread rule). acquisitions = waits that were woken; contended = those
+   * of them that slept; `slept` is park.ts's time slept.
    */
-  #count(outcome: Outcome, slept: boolean, start: number): void {
-    if (outcome !== WOKEN) return;
-    const f = this.#core.f64, base = this.#base;
-    f[(base + F_ACQUIRED) >> 1] += 1;
-    if (!slept) return;
-    const ns = (performance.now() - start) * 1e6;
-    f[(base + F_CONTENDED) >> 1] += 1;
-    f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-    if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
+  #count(slept: number): void {
+    const f = this.#core.f64;
+    f[(this.#base + F_ACQUIRED) >> 1] += 1;
+    if (slept > 0) recordWait(f, this.#base, slept);
   }
 }
 
@@ -279,20 +199,3 @@ function adopt(guard: MutexGuard, fresh: MutexGuard): void {
   (guard as { abandoned: boolean }).abandoned = fresh.abandoned;
 }
 
-/**
- * A thread died inside wait() on this condition (`count` waits of it): take
- * its count back, and wake every sleeper, since it may have taken a
- * notify(1)'s wake-up with it. The bump makes sleepers see a change (they
- * return: a spurious wake-up) and stops those not yet asleep from sleeping.
- */
-function recoverWaiter(w: Int32Array, base: number, _dead: number, count: number): void {
-  Atomics.sub(w, base + S_BELL, count);
-  Atomics.add(w, base + S_STATE, 1);
-  Atomics.notify(w, base + S_STATE);
-}
-
-defineKind(KIND_CONDITION, {
-  recoverHeld: recoverWaiter,
-  // A condition is held by nobody: waiting on it never closes a cycle.
-  holders: () => [],
-});

@@ -12,7 +12,6 @@
  */
 import type { TableCore } from './core.js';
 import { KIND_MASK, KIND_SHIFT, S_USE, T_WAIT_SLOT, slotBase, threadBase } from './layout.js';
-import { kindOps } from './kinds.js';
 
 interface Edge { tid: number; holds: number }
 
@@ -22,7 +21,7 @@ function walk(core: TableCore, slot: number): Edge[] | null {
   const visit = (s: number, depth: number): boolean => {
     if (depth > core.threads) return false;
     const base = slotBase(core.threads, s);
-    const holders = kindOps[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT]?.holders?.(core, base, s) ?? [];
+    const holders = core.kinds[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT]?.holders?.(core, base, s) ?? [];
     for (const tid of holders) {
       path.push({ tid, holds: s });
       if (tid === core.tid) return true;

@@ -56,10 +56,11 @@
  *                  at once (rwlock read shares, semaphore permits, barrier
  *                  membership). Written only by the thread itself; read by
  *                  recovery after its death and by deadlock detection.
+ *                  holdings.ts is the only module that reads or writes them.
  *
  * Slot words (64 bytes: one cache line, so two hot locks never share one):
- *   S_STATE        the primitive's state word; bits documented in its file
- *                  (mutex.ts). Always the wait address for ordinary waiters.
+ *   S_STATE        the primitive's state word; bits documented in its -word
+ *                  file (mutex-word.ts, rwlock-word.ts, ...). Always the wait address for ordinary waiters.
  *   S_BELL         the heir's doorbell: bumped after the lock is handed over
  *   S_USE          how the slot is reached and what lives in it (USE_* below)
  *   S_NAME_HASH    FNV-1a of the name's UTF-8 bytes, checked before the bytes
@@ -153,7 +154,7 @@ export const KIND_QUEUE = 7;
 export const KIND_NAMES = ['none', 'mutex', 'rwlock', 'semaphore', 'condition', 'barrier', 'once', 'queue'] as const;
 export type KindName = (typeof KIND_NAMES)[number];
 
-/** Thread ids are 12 bits in the mutex state word (mutex.ts). */
+/** Thread ids are 12 bits in the mutex state word (mutex-word.ts). */
 export const MAX_THREADS = 0xfff;
 export const MAX_SLOTS = 1 << 22;
 export const NAME_MAX = 128;

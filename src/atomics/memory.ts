@@ -21,7 +21,7 @@ import {
   H_BYTES, H_FLAGS, H_ID, H_ID2, H_MAGIC, H_NAME_MAX, H_NODES, H_SLOTS, H_THREADS, H_VERSION, HEADER_WORDS,
   LAYOUT_VERSION, MAGIC, MAX_NODES, MAX_SLOTS, MAX_THREADS, NAME_MAX, TABLE_GATED, byteLengthOf, identityOf,
 } from './layout.js';
-import type { TableCore, TableRecovery } from './core.js';
+import type { KindOps, TableCore, TableRecovery } from './core.js';
 import { claimThread, watchTable } from './threads.js';
 import { ERR_INVALID_ARG_TYPE, ERR_LOCK_TABLE_INVALID } from '../errors.js';
 
@@ -126,10 +126,13 @@ function bear(buffer: SharedArrayBuffer, header: Int32Array, bytes: number): voi
 /**
  * This thread joins the table in `buffer` (its words from validate()):
  * claims a registry entry, makes the views, and watches the table for dead
- * threads (with `recover`, a table-wide recovery of its own: queue tables).
+ * threads. `kinds`: what recovery and deadlock detection need of each kind
+ * the table holds (kinds.ts; a queue table's own list); `recover`: a
+ * table-wide recovery of its own (queue tables).
  */
 export function joinTable(
-  buffer: SharedArrayBuffer, words: Int32Array, table: object, label: (slot: number) => string, recover?: TableRecovery,
+  buffer: SharedArrayBuffer, words: Int32Array, table: object, label: (slot: number) => string,
+  kinds: ReadonlyArray<KindOps | undefined>, recover?: TableRecovery,
 ): TableCore {
   const slots = words[H_SLOTS]!, threads = words[H_THREADS]!, id = identityOf(words);
   const core: TableCore = {
@@ -144,6 +147,8 @@ export function joinTable(
     table,
     tid: claimThread(words, threads),
     acquiring: new Uint8Array(slots),
+    views: [],
+    kinds,
     label,
     recover,
   };

@@ -46,17 +46,12 @@
  * one wake-up), as in Go's sync.Mutex starvation mode (1 ms) and
  * parking_lot's eventual fairness (0.5 ms on average).
  */
-import type { TableCore } from './core.js';
-import { cycleThrough } from './deadlock.js';
-import { defineKind } from './kinds.js';
-import {
-  KIND_MUTEX, S_BELL, S_STATE, T_WAIT_SLOT, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, threadBase,
-} from './layout.js';
-import { SpinWait, relax, remaining, waitAsyncUntil } from './wait.js';
+import type { KindOps, TableCore } from './core.js';
+import { S_BELL, S_STATE } from './layout.js';
 import type { Wait } from './options.js';
-import {
-  ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER, ERR_LOCK_TIMEOUT, abortErrorFor,
-} from '../errors.js';
+import { ABORT, NOT_CONTENDED, type Reason, Waiter, parkAsync, parkSync } from './park.js';
+import { SpinWait, recordWait, watch } from './wait.js';
+import { ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER } from '../errors.js';
 
 export const OWNER_MASK = 0xfff;
 export const HEIR_SHIFT = 12;
@@ -69,49 +64,42 @@ export const HEIR_SPIN_NS = 20_000;
 
 const heirOf = (s: number) => (s & HEIR_MASK) >>> HEIR_SHIFT;
 
-const ACQUIRED = 0;
-const PARK = 1;
-const TIMED_OUT = 2;
-const DEADLOCK = 3;
-
 /**
- * One thread's attempt to take a contended mutex: the protocol, written once
- * for both drivers. `step()` either takes the lock or says which word to
- * sleep on (`index`) and the value to sleep on (`value`).
+ * One thread's wait for a contended mutex, as park.ts drives it (blocking
+ * or async): take the lock when it is free, or when it is handed over to
+ * this thread as heir; else publish PARKED and sleep on S_STATE, or, as
+ * heir, sleep on S_BELL until the hand-over.
  */
-class MutexWaiter {
+class MutexWaiter extends Waiter {
   heir = false;
+  /** Slept on S_STATE at least once: may have taken a wake-up meant for another (see leave). */
   slept = false;
   abandoned = false;
-  /** Where to sleep, on which value, and until when (performance.now() ms). */
-  index = 0;
-  value = 0;
-  until = 0;
-  /** The state word as last seen by step(). */
-  observed = 0;
-  /** The cycle this wait would close, when step() says DEADLOCK. */
-  cycle: string | null = null;
-  readonly start = performance.now();
+  /** The state word as check() last saw it. */
+  #s = 0;
+  /** The backoff before the first park (blocking waits); null once spent. */
+  #spin: SpinWait | null;
   readonly #w: Int32Array;
   readonly #st: number;
   readonly #bell: number;
   readonly #tid: number;
-  readonly #core: TableCore;
-  readonly #slot: number;
+  readonly #base: number;
 
-  constructor(core: TableCore, slot: number, base: number, readonly deadline: number, readonly blocking: boolean) {
-    this.#core = core;
-    this.#slot = slot;
+  constructor(core: TableCore, slot: number, base: number, wait: Wait, blocking: boolean) {
+    super(core, slot, wait, blocking);
+    this.exclusive = true;
     this.#w = core.words;
     this.#st = base + S_STATE;
     this.#bell = base + S_BELL;
     this.#tid = core.tid;
+    this.#base = base;
+    this.#spin = blocking ? new SpinWait() : null;
   }
 
-  step(): typeof ACQUIRED | typeof PARK | typeof TIMED_OUT | typeof DEADLOCK {
+  check(): boolean {
     const w = this.#w, st = this.#st, tid = this.#tid;
     for (;;) {
-      let s = Atomics.load(w, st);
+      const s = Atomics.load(w, st);
       if (this.heir) {
         // Handed over: the unlocker wrote owner = tid and cleared heir in one CAS.
         if ((s & OWNER_MASK) === tid && heirOf(s) !== tid) return this.#tookOver(s);
@@ -120,61 +108,77 @@ class MutexWaiter {
         if ((s & OWNER_MASK) === 0 && Atomics.compareExchange(w, st, s, tid | (s & (PARKED | ABANDONED))) === s) continue;
       } else if ((s & (OWNER_MASK | HEIR_MASK)) === 0) {
         // Free. Having slept, keep PARKED set: others may still be asleep.
-        const next = tid | (this.slept ? PARKED : s & PARKED);
-        if (Atomics.compareExchange(w, st, s, next) === s) {
-          this.abandoned = (s & ABANDONED) !== 0;
-          return ACQUIRED;
-        }
-        continue;
+        if (Atomics.compareExchange(w, st, s, tid | (this.slept ? PARKED : s & PARKED)) !== s) continue;
+        this.abandoned = (s & ABANDONED) !== 0;
+        return true;
       }
-      const now = performance.now();
-      if (now >= this.deadline) return this.heir && this.withdraw() ? ACQUIRED : TIMED_OUT;
-      if (!this.heir && heirOf(s) === 0 && now - this.start >= FAIR_MS) {
-        // Having slept, we may have been woken by the unlock that cleared
-        // PARKED: set it again, or the sleepers behind us are forgotten.
-        const next = s | (tid << HEIR_SHIFT) | (this.slept ? PARKED : 0);
-        if (Atomics.compareExchange(w, st, s, next) === s) this.heir = true;
-        continue;
-      }
-      // Before a blocking sleep: would it close a cycle of waiting threads?
-      // (Not for async waits: the thread keeps running, and another of its
-      // tasks may release what the thread holds, so a cycle through it is
-      // not proof of a deadlock.)
-      if (this.blocking && (this.cycle = cycleThrough(this.#core, this.#slot)) !== null) {
-        return this.heir && this.withdraw() ? ACQUIRED : DEADLOCK;
-      }
-      if (this.heir) {
-        // Read the bell before re-reading the state: the unlocker changes the
-        // state first and rings after, so a hand-over between the two reads
-        // changes the bell and the wait returns at once.
-        const bell = Atomics.load(w, this.#bell);
-        if (Atomics.load(w, st) !== s) continue;
-        this.observed = s;
-        this.index = this.#bell;
-        this.value = bell;
-        this.until = this.deadline;
-        return PARK;
-      }
-      if ((s & PARKED) === 0) {
-        // Publish PARKED *before* sleeping, else the unlocker may skip notify.
-        if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) continue;
-        s |= PARKED;
-      }
-      this.index = st;
-      this.value = s;
-      this.slept = true;
-      // Wake at FAIR_MS, still waiting, to claim the heir bits *before* the
-      // next unlock, so that unlock hands over instead of freeing the word.
-      this.until = heirOf(s) === 0 && now - this.start < FAIR_MS ? Math.min(this.deadline, this.start + FAIR_MS) : this.deadline;
-      return PARK;
+      this.#s = s;
+      return false;
     }
   }
 
-  /**
-   * Leave the heir position (timeout, abort). Returns true if the lock was
-   * handed over first: the caller then holds it.
-   */
-  withdraw(): boolean {
+  override spin(): boolean {
+    // The heir spins before it sleeps: the hand-over usually comes within
+    // one short critical section, and a sleeping heir would hold the lock
+    // idle for a whole wake-up (~30-100 µs) after it is handed over.
+    if (this.heir) return watch(this.#w, this.#st, this.#s, performance.now() + HEIR_SPIN_NS / 1e6);
+    // Others spin briefly, backing off, before their first park: a short
+    // critical section on the other core ends sooner than a park/unpark
+    // round trip. Never while others already sleep: they are ahead of us.
+    if (this.#spin !== null && (this.#s & PARKED) === 0 && this.#spin.spin()) return true;
+    this.#spin = null;
+    return false;
+  }
+
+  publish(now: number): boolean {
+    const w = this.#w, st = this.#st;
+    let s = this.#s;
+    if (!this.heir && heirOf(s) === 0 && now - this.start >= FAIR_MS) {
+      // Having slept, we may have been woken by the unlock that cleared
+      // PARKED: set it again, or the sleepers behind us are forgotten.
+      if (Atomics.compareExchange(w, st, s, s | (this.#tid << HEIR_SHIFT) | (this.slept ? PARKED : 0)) === s) this.heir = true;
+      return false;
+    }
+    if (this.heir) {
+      // Read the bell before re-reading the state: the unlocker changes the
+      // state first and rings after, so a hand-over between the two reads
+      // changes the bell and the wait returns at once.
+      const bell = Atomics.load(w, this.#bell);
+      if (Atomics.load(w, st) !== s) return false;
+      this.index = this.#bell;
+      this.value = bell;
+      this.until = Infinity;
+      return true;
+    }
+    if ((s & PARKED) === 0) {
+      // Publish PARKED *before* sleeping, else the unlocker may skip notify.
+      if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) return false;
+      s |= PARKED;
+    }
+    this.index = st;
+    this.value = s;
+    this.slept = true;
+    // Wake at FAIR_MS, still waiting, to claim the heir bits *before* the
+    // next unlock, so that unlock hands over instead of freeing the word.
+    this.until = heirOf(s) === 0 && now - this.start < FAIR_MS ? this.start + FAIR_MS : Infinity;
+    return true;
+  }
+
+  override leave(reason: Reason): boolean {
+    if (this.heir && this.#withdraw()) {
+      if (reason !== ABORT) return true; // handed over just in time: ours
+      // Abort wins: give it back, and if it came from a dead holder, pass that news on.
+      unlockSlow(this.core, this.slot, this.#base, this.abandoned ? ABANDONED : 0);
+    }
+    // Leave without the lock. A waiter that slept may have been woken by the
+    // unlock that cleared PARKED: pass that wake-up on, or the next sleeper
+    // stays asleep behind a free lock.
+    if (this.slept) Atomics.notify(this.#w, this.#st, 1);
+    return false;
+  }
+
+  /** Leave the heir position. True if the lock was handed over first: this thread holds it. */
+  #withdraw(): boolean {
     const w = this.#w, st = this.#st, tid = this.#tid;
     for (;;) {
       const s = Atomics.load(w, st);
@@ -184,27 +188,17 @@ class MutexWaiter {
         return false;
       }
       this.heir = false;
-      return (s & OWNER_MASK) === tid && this.#tookOver(s) === ACQUIRED;
+      return (s & OWNER_MASK) === tid && this.#tookOver(s);
     }
   }
 
-  /**
-   * Leave without the lock. A waiter that slept may have been woken by the
-   * unlock that cleared PARKED: pass that wake-up on, or the next sleeper
-   * stays asleep behind a free lock.
-   */
-  giveUp<E>(error: E): E {
-    if (this.slept) Atomics.notify(this.#w, this.#st, 1);
-    return error;
-  }
-
-  #tookOver(s: number): typeof ACQUIRED {
+  #tookOver(s: number): true {
     this.heir = false;
     if ((s & ABANDONED) !== 0) {
       this.abandoned = true;
       Atomics.and(this.#w, this.#st, ~ABANDONED);
     }
-    return ACQUIRED;
+    return true;
   }
 }
 
@@ -217,95 +211,22 @@ function checkNotMine(core: TableCore, slot: number, base: number): void {
   }
 }
 
-/** Spin up to HEIR_SPIN_NS while `w[i]` still reads `value`; true if it changed. */
-function spinUntilChanged(w: Int32Array, i: number, value: number): boolean {
-  const end = performance.now() + HEIR_SPIN_NS / 1e6;
-  for (;;) {
-    for (let n = 0; n < 16; n++) {
-      if (Atomics.load(w, i) !== value) return true;
-      relax(64); // re-read every ~100 ns, not in a tight loop: leave the line to the holder
-    }
-    if (performance.now() >= end) return false;
-  }
-}
-
-/**
- * Counters of an acquire that parked, written by the new holder (race-free
- * under the lock). Waits won by spinning count as contended but add no time.
- */
-function recordWait(core: TableCore, base: number, start: number): void {
-  const f = core.f64, ns = (performance.now() - start) * 1e6;
-  f[(base + F_CONTENDED) >> 1] += 1;
-  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
-}
-
 /** Blocking acquire after the fast path failed. Returns `abandoned`. */
 export function lockSlowSync(core: TableCore, slot: number, base: number, wait: Wait): boolean {
   checkNotMine(core, slot, base);
-  const w = core.words, st = base + S_STATE, tid = core.tid;
-  if (wait.timeout > 0) {
-    // Spin briefly, backing off: a short critical section on the other core
-    // ends sooner than a park/unpark round trip. Never while others already
-    // sleep: they are ahead of us.
-    const spin = new SpinWait();
-    for (let s = Atomics.load(w, st); (s & PARKED) === 0; s = Atomics.load(w, st)) {
-      if ((s & (OWNER_MASK | HEIR_MASK)) === 0 && Atomics.compareExchange(w, st, s, tid) === s) {
-        core.f64[(base + F_CONTENDED) >> 1] += 1; // contended, but not timed: a clock read costs ~100 ns here
-        return (s & ABANDONED) !== 0;
-      }
-      if (!spin.spin()) break;
-    }
-  }
-  const waiter = new MutexWaiter(core, slot, base, wait.deadline, true);
-  const waitSlot = threadBase(tid) + T_WAIT_SLOT;
-  Atomics.store(w, waitSlot, slot + 1);
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === TIMED_OUT) throw waiter.giveUp(new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout));
-      if (step === DEADLOCK) throw waiter.giveUp(new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!));
-      // The heir spins before it sleeps: the hand-over usually comes within
-      // one short critical section, and a sleeping heir would hold the lock
-      // idle for a whole wake-up (~30-100 µs) after it is handed over.
-      if (waiter.heir && spinUntilChanged(w, st, waiter.observed)) continue;
-      switch (Atomics.wait(w, waiter.index, waiter.value, remaining(waiter.until))) {
-        case 'ok': case 'not-equal': case 'timed-out': continue; // step() re-reads the word in every case
-      }
-    }
-  } finally {
-    Atomics.store(w, waitSlot, 0);
-  }
-  recordWait(core, base, waiter.start);
+  const waiter = new MutexWaiter(core, slot, base, wait, true);
+  const ns = parkSync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns); // by the new holder: exact
   return waiter.abandoned;
 }
 
 /** Async acquire after the fast path failed. Resolves `abandoned`. */
 export async function lockSlowAsync(core: TableCore, slot: number, base: number, wait: Wait): Promise<boolean> {
-  // Everything up to the first await runs synchronously inside lock().
+  // Everything up to the first await in parkAsync runs synchronously inside lock().
   checkNotMine(core, slot, base);
-  const { signal } = wait;
-  const waiter = new MutexWaiter(core, slot, base, wait.deadline, false);
-  core.acquiring[slot] = 1;
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === TIMED_OUT) throw waiter.giveUp(new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout));
-      if (step === DEADLOCK) throw waiter.giveUp(new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!));
-      await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
-      if (signal?.aborted) {
-        // Handed over while the abort was on its way: give it back, and if it
-        // came from a dead holder, pass that news on to the next owner.
-        if (waiter.heir && waiter.withdraw()) unlockSlow(core, slot, base, waiter.abandoned ? ABANDONED : 0);
-        throw waiter.giveUp(abortErrorFor(signal));
-      }
-    }
-  } finally {
-    core.acquiring[slot] = 0;
-  }
-  recordWait(core, base, waiter.start);
+  const waiter = new MutexWaiter(core, slot, base, wait, false);
+  const ns = await parkAsync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns);
   return waiter.abandoned;
 }
 
@@ -385,10 +306,11 @@ export function recoverMutex(w: Int32Array, base: number, dead: number): boolean
   return released;
 }
 
-defineKind(KIND_MUTEX, {
+/** What recovery and deadlock detection need of a mutex (kinds.ts, KIND_MUTEX). */
+export const mutexKind: KindOps = {
   recoverOwned: recoverMutex,
   holders: (table, base) => {
     const owner = Atomics.load(table.words, base + S_STATE) & OWNER_MASK;
     return owner === 0 ? [] : [owner];
   },
-});
+};

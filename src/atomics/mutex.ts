@@ -9,7 +9,7 @@
  * serialise async tasks of one thread, give each task its own turn with
  * `withLock` one after the other, or use a queueing front door.
  */
-import type { TableCore } from './core.js';
+import { type SlotViews, type TableCore, slotViews } from './core.js';
 import type { LockTable } from './table.js';
 import { F_ACQUIRED, F_HOLD_MAX_NS, S_STATE } from './layout.js';
 import { OWNER_MASK, lockSlowAsync, lockSlowSync, tryLockSlow, unlockSlow } from './mutex-word.js';
@@ -17,23 +17,43 @@ import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './option
 import { ERR_LOCK_NOT_LOCKED } from '../errors.js';
 
 /**
- * Hold times are sampled: one acquisition in HOLD_SAMPLE reads the clock at
- * lock and at unlock. performance.now() costs ~100 ns on this machine, three
- * times a whole uncontended lock+unlock, so the others read no clock at all.
+ * Hold times are sampled: one acquisition of the slot in HOLD_SAMPLE (by its
+ * acquisition count, F_ACQUIRED) reads the clock at lock and at unlock.
+ * performance.now() costs ~100 ns on this machine, three times a whole
+ * uncontended lock+unlock, so the others read no clock at all. A sampled
+ * hold released through another handle of the mutex than the one that took
+ * it is not timed.
  */
 const HOLD_SAMPLE = 64;
 
+/**
+ * Word indices in a slot's own views (slotViews), as this module's own
+ * constants: an imported binding costs a load and a hole check at each use
+ * in the caller's loop (about 1.5 ns a lock+unlock here).
+ */
+const STATE = S_STATE;
+const ACQUIRED = F_ACQUIRED >> 1;
+const HOLD_MAX = F_HOLD_MAX_NS >> 1;
+
+/**
+ * The fast path, as a caller's loop runs it (bench/uncontended.ts): one CAS
+ * to lock, one to unlock, the slot's acquisition count, one test for a
+ * sampled hold. The guard costs nothing when the caller drops it (V8's
+ * escape analysis removes it: `m.lockSync(); m.unlock()`); one kept across
+ * `guard.unlock()` is allocated, because the Atomics call inside unlock()
+ * is a call V8 (Node 20) does not inline, and an object live across a call
+ * is materialized.
+ */
 export class Mutex {
   // The fast paths read only these fields: no hop through the core.
   readonly #words: Int32Array;
   readonly #f64: Float64Array;
-  readonly #st: number;
-  readonly #acquired: number;
   readonly #tid: number;
   readonly #core: TableCore;
   readonly #base: number;
-  /** Per handle, not per thread: a thread taking two locks in turn would sample only one of them. */
-  #sampleTick = 0;
+  readonly #views: SlotViews;
+  /** 1 while the hold taken through this handle is a sampled one (its start is in #views). */
+  #timing = 0;
   /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
   get table(): LockTable {
     return this.#core.table as LockTable;
@@ -47,12 +67,11 @@ export class Mutex {
   /** @internal Use `table.mutex(name)`. */
   constructor(core: TableCore, slot: number, base: number, name: string | number) {
     this.#core = core;
-    this.#words = core.words;
-    this.#f64 = core.f64;
+    const views = (this.#views = slotViews(core, slot, base));
+    this.#words = views.words;
+    this.#f64 = views.f64;
     this.#tid = core.tid;
     this.#base = base;
-    this.#st = base + S_STATE;
-    this.#acquired = (base + F_ACQUIRED) >> 1;
     this.slot = slot;
     this.name = name;
   }
@@ -64,8 +83,14 @@ export class Mutex {
    * already aborted.
    */
   lockSync(options?: LockOptions): MutexGuard {
-    const wait = options === undefined ? kNoWait : parseLockOptions(options);
-    if (Atomics.compareExchange(this.#words, this.#st, 0, this.#tid) === 0) return this.#granted(false);
+    // Options are checked before the word is touched: a call with some takes the other way in.
+    if (options !== undefined) return this.#lockSyncWith(parseLockOptions(options));
+    if (Atomics.compareExchange(this.#words, STATE, 0, this.#tid) === 0) return this.#granted(false);
+    return this.#granted(lockSlowSync(this.#core, this.slot, this.#base, kNoWait));
+  }
+
+  #lockSyncWith(wait: Wait): MutexGuard {
+    if (Atomics.compareExchange(this.#words, STATE, 0, this.#tid) === 0) return this.#granted(false);
     return this.#granted(lockSlowSync(this.#core, this.slot, this.#base, wait));
   }
 
@@ -82,7 +107,7 @@ export class Mutex {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (Atomics.compareExchange(this.#words, this.#st, 0, this.#tid) === 0) {
+    if (Atomics.compareExchange(this.#words, STATE, 0, this.#tid) === 0) {
       return Promise.resolve(this.#granted(false));
     }
     return lockSlowAsync(this.#core, this.slot, this.#base, wait).then((abandoned) => this.#granted(abandoned));
@@ -90,7 +115,7 @@ export class Mutex {
 
   /** Take the lock if it is free right now: a guard, or null. Never waits. */
   tryLock(): MutexGuard | null {
-    if (Atomics.compareExchange(this.#words, this.#st, 0, this.#tid) === 0) return this.#granted(false);
+    if (Atomics.compareExchange(this.#words, STATE, 0, this.#tid) === 0) return this.#granted(false);
     const abandoned = tryLockSlow(this.#core, this.#base);
     return abandoned === undefined ? null : this.#granted(abandoned);
   }
@@ -101,9 +126,8 @@ export class Mutex {
    * when nobody does.
    */
   unlock(): void {
-    if (Atomics.compareExchange(this.#words, this.#st, this.#tid, 0) !== this.#tid) {
-      unlockSlow(this.#core, this.slot, this.#base);
-    }
+    if (this.#timing !== 0) Mutex.#recordHold(this);
+    if (Atomics.compareExchange(this.#words, STATE, this.#tid, 0) !== this.#tid) unlockSlow(this.#core, this.slot, this.#base);
   }
 
   /** Run `fn` holding the lock; released when its promise settles, also on throw. */
@@ -128,42 +152,42 @@ export class Mutex {
 
   /** Whether any thread holds the lock right now (a snapshot, for diagnostics). */
   get locked(): boolean {
-    return (Atomics.load(this.#words, this.#st) & OWNER_MASK) !== 0;
+    return (Atomics.load(this.#words, STATE) & OWNER_MASK) !== 0;
   }
 
   #granted(abandoned: boolean): MutexGuard {
     // Under the lock: a plain float64 store is race-free.
-    this.#f64[this.#acquired] += 1;
-    return new MutexGuard(this, abandoned, (++this.#sampleTick & (HOLD_SAMPLE - 1)) === 0 ? performance.now() : 0);
+    const n = ++this.#f64[ACQUIRED];
+    if ((n & (HOLD_SAMPLE - 1)) === 0) Mutex.#sample(this, n);
+    return new MutexGuard(this, abandoned);
   }
 
-  /** @internal Called by MutexGuard.unlock(). */
-  static release(mutex: Mutex, heldSince: number): void {
-    if (heldSince !== 0) Mutex.#recordHold(mutex, heldSince);
-    if (Atomics.compareExchange(mutex.#words, mutex.#st, mutex.#tid, 0) !== mutex.#tid) {
-      unlockSlow(mutex.#core, mutex.slot, mutex.#base);
-    }
+  static #sample(mutex: Mutex, n: number): void {
+    mutex.#timing = 1;
+    mutex.#views.sampled = n;
+    mutex.#views.since = performance.now();
   }
 
-  static #recordHold(mutex: Mutex, heldSince: number): void {
-    const ns = (performance.now() - heldSince) * 1e6, i = (mutex.#base + F_HOLD_MAX_NS) >> 1;
-    if (ns > mutex.#f64[i]) mutex.#f64[i] = ns;
+  static #recordHold(mutex: Mutex): void {
+    const views = mutex.#views, f64 = mutex.#f64, ns = (performance.now() - views.since) * 1e6;
+    mutex.#timing = 0;
+    // Only the hold that was sampled: a hold taken through one handle may be released through
+    // another, and the count tells the sampled acquisition from the one released now.
+    if (f64[ACQUIRED] === views.sampled && ns > f64[HOLD_MAX]) f64[HOLD_MAX] = ns;
   }
 }
 
 /** Proof of holding a Mutex. `using guard = m.lockSync()` unlocks at scope end. */
 export class MutexGuard {
   readonly #mutex: Mutex;
-  readonly #heldSince: number;
   #held = true;
   /** True when the previous holder died holding the lock: the data it guards may be half-written. */
   readonly abandoned: boolean;
 
   /** @internal */
-  constructor(mutex: Mutex, abandoned: boolean, heldSince: number) {
+  constructor(mutex: Mutex, abandoned: boolean) {
     this.#mutex = mutex;
     this.abandoned = abandoned;
-    this.#heldSince = heldSince;
   }
 
   /** The mutex this guard holds. */
@@ -178,14 +202,19 @@ export class MutexGuard {
 
   /** Release the lock. A second unlock through the same guard throws ERR_LOCK_NOT_LOCKED. */
   unlock(): void {
-    if (!this.#held) throw new ERR_LOCK_NOT_LOCKED(`${labelOf(this.#mutex)} (this guard already released it)`);
+    if (!this.#held) spent(this.#mutex);
     this.#held = false;
-    Mutex.release(this.#mutex, this.#heldSince);
+    this.#mutex.unlock(); // the hold is this thread's: the mutex's own unlock (an instance call: no class binding to check)
   }
 
   [Symbol.dispose](): void {
     if (this.#held) this.unlock();
   }
+}
+
+/** Out of line: a message built in unlock() counts against what V8 inlines into a caller's loop. */
+function spent(m: Mutex): never {
+  throw new ERR_LOCK_NOT_LOCKED(`${labelOf(m)} (this guard already released it)`);
 }
 
 function labelOf(m: Mutex): string {

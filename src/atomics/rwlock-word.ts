@@ -81,17 +81,15 @@
  * - A share left by a thread killed inside an update costs the next writer
  *   up to CENSUS_MS (5 ms) more.
  */
-import type { TableCore, WatchedTable } from './core.js';
-import { cycleThrough } from './deadlock.js';
-import { addHolding, holdingOf, removeHolding } from './holdings.js';
-import { defineKind } from './kinds.js';
+import type { KindOps, TableCore, WatchedTable } from './core.js';
 import {
-  F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, HOLDS_MAX, KIND_RWLOCK, S_AUX, S_BELL, S_STATE, T_HOLDS, T_WAIT_SLOT,
-  threadBase,
-} from './layout.js';
+  NO_PAIR, addHolding, foundPair, freePair, holdIn, holdingOf, ownHolding, pairToHold, removeHolding, setCount, vacantPair,
+} from './holdings.js';
+import { S_AUX, S_BELL, S_STATE, T_WAIT_SLOT, threadBase } from './layout.js';
 import type { Wait } from './options.js';
-import { SpinWait, relax, remaining, waitAsyncUntil } from './wait.js';
-import { ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+import { ABORT, NOT_CONTENDED, type Reason, Waiter, parkAsync, parkSync } from './park.js';
+import { SpinWait, recordWait, watch } from './wait.js';
+import { ERR_LOCK_DEADLOCK, ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER } from '../errors.js';
 
 export const OWNER_MASK = 0xfff;
 export const READERS_SHIFT = 12;
@@ -107,7 +105,7 @@ export const WPARKED = 1 << 30;
 export const ABANDONED = 1 << 31;
 export const FAIR_MS = 1;
 export const POLL_MS = 1;
-/** How long in all a blocking waiter watches the word before it sleeps (see Waiter.beforePark). */
+/** How long in all a blocking waiter watches the word before it sleeps (see RwWaiter.spin). */
 export const SPIN_MS = 0.02;
 /** In a thread's holdings for the slot: set while the thread counts in `queued`. */
 export const QUEUED_HOLD = 1 << 30;
@@ -118,48 +116,15 @@ export const SHARES_MASK = PENDING - 1;
 /** How often the announced writer counts the readers the word names against the threads' holdings. */
 export const CENSUS_MS = 5;
 
+/*
+ * Module-local copies for the read fast paths: an imported or exported
+ * binding is a module cell, a load and a hole check at each use in a
+ * caller's loop.
+ */
+const NONE = NO_PAIR, STATE = S_STATE, READER = ONE_READER, MARK = PENDING, SHARES = SHARES_MASK;
+
 export const readersOf = (s: number) => (s & READERS_MASK) >>> READERS_SHIFT;
 export const queuedOf = (s: number) => (s & QUEUED_MASK) >>> QUEUED_SHIFT;
-
-const ACQUIRED = 0;
-const PARK = 1;
-const TIMED_OUT = 2;
-const DEADLOCK = 3;
-type Step = typeof ACQUIRED | typeof PARK | typeof TIMED_OUT | typeof DEADLOCK;
-
-/*
- * This thread's own holdings entry (holdings.ts's layout), on the hot paths.
- * Read with plain loads: only the thread writes its pairs, so it sees its
- * latest writes, and Atomics.load costs ~10 ns a word on this machine (a
- * scan of HOLDS_MAX pairs with it cost more than the whole lock). Writes
- * stay Atomics.store, in holdings.ts's order, for recovery and deadlock
- * walks.
- */
-
-/** Word indices found by the last ownHolding() scan: the pair of the slot, the first free pair (or -1). */
-let foundAt = -1, freeAt = -1;
-
-/** This thread's holdings entry for `slot`: its shares, plus QUEUED_HOLD while it is queued. */
-export function ownHolding(core: TableCore, slot: number): number {
-  const w = core.words, key = slot + 1;
-  foundAt = freeAt = -1;
-  for (let i = threadBase(core.tid) + T_HOLDS, end = i + 2 * HOLDS_MAX; i < end; i += 2) {
-    const k = w[i];
-    if (k === key) {
-      foundAt = i;
-      return w[i + 1]!;
-    }
-    if (k === 0 && freeAt < 0) freeAt = i;
-  }
-  return 0;
-}
-
-/** The pair the last scan found for a new share (the slot's, else a free one); ERR_LOCK_TABLE_FULL if none, before anything changes. */
-function pairForShare(core: TableCore, slot: number): number {
-  if (foundAt >= 0) return foundAt;
-  if (freeAt < 0) addHolding(core, slot, 0); // no room: holdings.ts throws ERR_LOCK_TABLE_FULL
-  return freeAt;
-}
 
 function ring(w: Int32Array, base: number): void {
   Atomics.add(w, base + S_BELL, 1);
@@ -189,32 +154,32 @@ function writerLeaves(w: Int32Array, base: number, s: number, keep: number): boo
  * holds none and the word is 0. Returns false, changing nothing, otherwise.
  */
 export function tryFirstShare(core: TableCore, slot: number, base: number): boolean {
-  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), at = freeAt;
-  if (mine !== 0 || foundAt >= 0 || at < 0 || Atomics.load(w, st) !== 0) return false;
-  Atomics.store(w, at + 1, 1 | PENDING); // marked before the CAS (see the invariants)
-  Atomics.store(w, at, slot + 1);
-  if (Atomics.compareExchange(w, st, 0, ONE_READER) === 0) {
-    Atomics.store(w, at + 1, 1);
+  const w = core.words, st = base + STATE, mine = ownHolding(core, slot), at = vacantPair();
+  // A plain read of the word: the CAS checks it; a stale value only sends this to the slow path.
+  if (mine !== 0 || foundPair() !== NONE || at === NONE || w[st] !== 0) return false;
+  holdIn(w, at, slot, 1 | MARK); // marked before the CAS (see the invariants)
+  if (Atomics.compareExchange(w, st, 0, READER) === 0) {
+    setCount(w, at, 1);
     return true;
   }
-  Atomics.store(w, at, 0); // not in after all: free the pair again
+  freePair(w, at); // not in after all
   return false;
 }
 
 /** Give back one share of this thread. False, changing nothing, if it holds none. */
 export function readUnlock(core: TableCore, slot: number, base: number): boolean {
-  const w = core.words, count = ownHolding(core, slot), at = foundAt;
-  if ((count & SHARES_MASK) === 0) return false;
+  const w = core.words, count = ownHolding(core, slot), at = foundPair();
+  if ((count & SHARES) === 0) return false;
   const left = count - 1;
-  if ((left & SHARES_MASK) !== 0) { // another share of this thread is still out: the word does not change
-    Atomics.store(w, at + 1, left);
+  if ((left & SHARES) !== 0) { // another share of this thread is still out: the word does not change
+    setCount(w, at, left);
     return true;
   }
   // The thread's last share: marked, then the word, then the holdings entry.
-  Atomics.store(w, at + 1, count | PENDING);
-  const old = Atomics.sub(w, base + S_STATE, ONE_READER);
-  if (left === 0) Atomics.store(w, at, 0);
-  else Atomics.store(w, at + 1, left);
+  setCount(w, at, count | MARK);
+  const old = Atomics.sub(w, base + STATE, READER);
+  if (left === 0) freePair(w, at);
+  else setCount(w, at, left);
   // The last reader out lets the announced writer in.
   if (readersOf(old) === 1 && (old & OWNER_MASK) !== 0 && (old & WPARKED) !== 0) {
     if ((Atomics.and(w, base + S_STATE, ~WPARKED) & WPARKED) !== 0) ring(w, base);
@@ -245,22 +210,23 @@ function unqueue(core: TableCore, slot: number, base: number): void {
  * `abandoned`, or undefined when the CAS lost a race (re-read and retry).
  */
 function enter(core: TableCore, slot: number, base: number, s: number, mine: number): boolean | undefined {
-  const w = core.words, queued = (mine & QUEUED_HOLD) !== 0, fresh = foundAt < 0;
-  const at = pairForShare(core, slot);
+  const w = core.words, queued = (mine & QUEUED_HOLD) !== 0, fresh = foundPair() === NONE;
+  const at = pairToHold(core, slot); // ERR_LOCK_TABLE_FULL here changes nothing
   let next = (s & ~ABANDONED) + ONE_READER;
   if (queued && (s & QUEUED_MASK) !== 0) {
     next -= ONE_QUEUED;
     if ((next & QUEUED_MASK) === 0) next &= ~(PARKED | WPARKED); // the read turn is over
   }
-  Atomics.store(w, at + 1, mine | PENDING); // marked before the CAS (see the invariants)
-  if (fresh) Atomics.store(w, at, slot + 1);
+  // Marked before the CAS (see the invariants).
+  if (fresh) holdIn(w, at, slot, mine | PENDING);
+  else setCount(w, at, mine | PENDING);
   if (Atomics.compareExchange(w, base + S_STATE, s, next) !== s) {
-    if (fresh) Atomics.store(w, at, 0);
-    else Atomics.store(w, at + 1, mine);
+    if (fresh) freePair(w, at);
+    else setCount(w, at, mine);
     return undefined;
   }
   // The place in the queue, if any, becomes the share.
-  Atomics.store(w, at + 1, queued ? mine - QUEUED_HOLD + 1 : mine + 1);
+  setCount(w, at, queued ? mine - QUEUED_HOLD + 1 : mine + 1);
   wake(w, base, s, next, false);
   return (s & ABANDONED) !== 0;
 }
@@ -269,7 +235,7 @@ function enter(core: TableCore, slot: number, base: number, s: number, mine: num
 export function tryReadSlow(core: TableCore, slot: number, base: number): boolean | undefined {
   const mine = ownHolding(core, slot);
   if ((mine & SHARES_MASK) !== 0) {
-    Atomics.store(core.words, foundAt + 1, mine + 1); // already in: one more share, even past an announced writer
+    setCount(core.words, foundPair(), mine + 1); // already in: one more share, even past an announced writer
     return false;
   }
   for (;;) {
@@ -291,59 +257,43 @@ export function tryWriteSlow(core: TableCore, base: number): boolean | undefined
 }
 
 /**
- * One thread's wait for a read share or the write lock: `step()` either
- * takes it or says where to sleep (`index`), on which value and until when.
+ * One thread's wait for a read share or the write lock, as park.ts drives
+ * it (blocking or async).
  */
-abstract class Waiter {
+abstract class RwWaiter extends Waiter {
   abandoned = false;
   /** Slept on S_STATE at least once: may have taken a notify(1) meant for another. */
   slept = false;
-  /** Could not go on at once at least once: the acquisition counts as contended. */
-  waited = false;
-  parkedMs = 0;
-  index = 0;
-  value = 0;
-  until = 0;
-  cycle: string | null = null;
-  readonly start = performance.now();
+  /** The state word as check() last saw it. */
+  protected s = 0;
   protected readonly w: Int32Array;
   protected readonly st: number;
   protected readonly tid: number;
   #spin: SpinWait | null;
   #spinUntil = 0;
 
-  constructor(protected readonly core: TableCore, protected readonly slot: number, protected readonly base: number,
-    readonly deadline: number, protected readonly sync: boolean, spin: boolean) {
+  constructor(core: TableCore, slot: number, protected readonly base: number, wait: Wait, blocking: boolean) {
+    super(core, slot, wait, blocking);
     this.w = core.words;
     this.st = base + S_STATE;
     this.tid = core.tid;
-    this.#spin = spin ? new SpinWait() : null;
+    this.#spin = blocking ? new SpinWait() : null;
   }
 
-  abstract step(): Step;
-  /** Give up (timeout, abort, deadlock). True if the lock was taken meanwhile: the caller holds it. */
-  abstract leave(): boolean;
-  /** Always called last, with whether the lock was taken. */
-  done(_acquired: boolean): void {}
-
   /**
-   * Before publishing a parked flag (blocking waiters only): back off a few
-   * rounds, then watch the word for up to SPIN_MS in all. Then look for a
-   * cycle. The spin matters more here than in the Mutex: a writer that
-   * sleeps while readers drain keeps every new reader out for a whole
-   * wake-up (30-100 µs) after the last one leaves, and a reader that sleeps
-   * behind a short write section loses as much.
+   * Before the first park: back off a few rounds, then watch the word for
+   * up to SPIN_MS in all. The spin matters more here than in the Mutex: a
+   * writer that sleeps while readers drain keeps every new reader out for
+   * a whole wake-up (30-100 µs) after the last one leaves, and a reader
+   * that sleeps behind a short write section loses as much.
    */
-  protected beforePark(s: number): 'again' | 'deadlock' | 'park' {
-    this.waited = true;
-    if (this.#spin !== null) {
-      if (this.#spin.spin()) return 'again';
-      if (this.#spinUntil === 0) this.#spinUntil = performance.now() + SPIN_MS;
-      if (watch(this.w, this.st, s, this.#spinUntil)) return 'again';
-      this.#spin = null;
-    }
-    if (this.sync && (this.cycle = cycleThrough(this.core, this.slot)) !== null) return 'deadlock';
-    return 'park';
+  override spin(): boolean {
+    if (this.#spin === null) return false;
+    if (this.#spin.spin()) return true;
+    if (this.#spinUntil === 0) this.#spinUntil = performance.now() + SPIN_MS;
+    if (watch(this.w, this.st, this.s, this.#spinUntil)) return true;
+    this.#spin = null;
+    return false;
   }
 
   /** Publish PARKED *before* sleeping on S_STATE, else the releaser may skip notify. False: the word moved. */
@@ -360,155 +310,145 @@ abstract class Waiter {
   }
 }
 
-/** Watch `w[i]` until it is no longer `value` (true) or the clock passes `until` (false). */
-function watch(w: Int32Array, i: number, value: number, until: number): boolean {
-  for (;;) {
-    for (let n = 0; n < 16; n++) {
-      if (Atomics.load(w, i) !== value) return true;
-      relax(64); // re-read every ~100 ns, not in a tight loop: leave the line to the holder
-    }
-    if (performance.now() >= until) return false;
-  }
-}
-
 const localWaiters = new WeakMap<TableCore, Map<number, number>>();
 
 /** A reader. Its thread takes one place in the queue, shared by all its waiting readers. */
-class ReaderWaiter extends Waiter {
+class ReaderWaiter extends RwWaiter {
   readonly #local: Map<number, number>;
+  /** No room in the word (readers or queued at their maximum): poll. */
+  #full = false;
+  #finished = false;
 
-  constructor(core: TableCore, slot: number, base: number, wait: Wait, sync: boolean) {
-    super(core, slot, base, wait.deadline, sync, sync && wait.timeout > 0);
+  constructor(core: TableCore, slot: number, base: number, wait: Wait, blocking: boolean) {
+    super(core, slot, base, wait, blocking);
     let local = localWaiters.get(core);
     if (local === undefined) localWaiters.set(core, (local = new Map()));
     local.set(slot, (local.get(slot) ?? 0) + 1);
     this.#local = local;
   }
 
-  step(): Step {
+  check(): boolean {
     const { core, slot, base, w, st } = this;
     for (;;) {
       const mine = ownHolding(core, slot);
       if ((mine & SHARES_MASK) !== 0) { // another reader of this thread got in
-        Atomics.store(w, foundAt + 1, mine + 1);
-        return ACQUIRED;
+        setCount(w, foundPair(), mine + 1);
+        return this.#finish(true);
       }
-      const s = Atomics.load(w, st);
-      let full = false;
+      const s = (this.s = Atomics.load(w, st));
+      this.#full = false;
       if ((s & OWNER_MASK) === 0) {
         if (readersOf(s) < READERS_MAX) {
           const abandoned = enter(core, slot, base, s, mine);
           if (abandoned === undefined) continue;
           this.abandoned = abandoned;
-          return ACQUIRED;
+          return this.#finish(true);
         }
-        full = true;
+        this.#full = true;
       } else if ((mine & QUEUED_HOLD) === 0) {
-        if (performance.now() >= this.deadline) return TIMED_OUT; // a try must not hold a writer back, even briefly
-        if (queuedOf(s) < QUEUED_MAX) {
+        if (queuedOf(s) === QUEUED_MAX) this.#full = true;
+        // A place in the queue makes the next read turn wait for us: not for a
+        // try, nor past the deadline (a reader must not hold a writer back in vain).
+        else if (!this.expired()) {
           // The mark first: a death before the CAS then costs another thread
           // its place (fairness), where a place leaked would keep every writer out.
           addHolding(core, slot, QUEUED_HOLD);
           if (Atomics.compareExchange(w, st, s, s + ONE_QUEUED) !== s) removeHolding(core, slot, QUEUED_HOLD);
           continue;
         }
-        full = true;
       }
-      if (performance.now() >= this.deadline) return TIMED_OUT;
-      const next = this.beforePark(s);
-      if (next === 'again') continue;
-      if (next === 'deadlock') return DEADLOCK;
-      if (full) { // no room in the word: poll, without a place in the queue
-        this.index = st;
-        this.value = s;
-        this.until = Math.min(this.deadline, performance.now() + POLL_MS);
-        return PARK;
-      }
-      if (this.parkOnState(s, this.deadline)) return PARK;
+      return false;
     }
   }
 
-  leave(): boolean {
-    return false; // a reader takes its share only inside step()
+  publish(now: number): boolean {
+    if (!this.#full) return this.parkOnState(this.s, Infinity);
+    // No room in the word: poll, without a place in the queue.
+    this.index = this.st;
+    this.value = this.s;
+    this.until = now + POLL_MS;
+    return true;
   }
 
-  override done(acquired: boolean): void {
+  override leave(): boolean {
+    return this.#finish(false); // a reader takes its share only inside check()
+  }
+
+  #finish(acquired: boolean): boolean {
+    if (this.#finished) return acquired;
+    this.#finished = true;
     const left = this.#local.get(this.slot)! - 1;
     if (left === 0) this.#local.delete(this.slot);
     else this.#local.set(this.slot, left);
     // The thread's last waiting reader gone: its place in the queue goes too.
     if (left === 0 && (ownHolding(this.core, this.slot) & QUEUED_HOLD) !== 0) unqueue(this.core, this.slot, this.base);
     if (!acquired && this.slept) Atomics.notify(this.w, this.st, 1); // pass on a wake-up we may have taken
+    return acquired;
   }
 }
 
 /** A writer: barges until FAIR_MS, then heir; announces itself, then waits for the readers inside to leave. */
-class WriterWaiter extends Waiter {
+class WriterWaiter extends RwWaiter {
   heir = false;
   announced = false;
-  #census: number;
+  /** S_AUX (the heir) as check() last saw it. */
+  #heirSeen = 0;
+  #census = 0;
   readonly #aux: number;
   readonly #bell: number;
 
-  constructor(core: TableCore, slot: number, base: number, wait: Wait, sync: boolean) {
-    super(core, slot, base, wait.deadline, sync, sync && wait.timeout > 0);
+  constructor(core: TableCore, slot: number, base: number, wait: Wait, blocking: boolean) {
+    super(core, slot, base, wait, blocking);
+    this.exclusive = true;
     this.#aux = base + S_AUX;
     this.#bell = base + S_BELL;
-    this.#census = this.start + CENSUS_MS;
   }
 
-  step(): Step {
+  check(): boolean {
     const { w, st, tid } = this, aux = this.#aux;
     for (;;) {
-      const s = Atomics.load(w, st);
-      if ((s & OWNER_MASK) === tid) {
-        // Announced: no new reader comes in, those inside leave one by one.
-        if ((s & READERS_MASK) === 0) return ACQUIRED;
-        const now = performance.now();
-        if (now >= this.deadline) return TIMED_OUT;
-        if (now >= this.#census) { // a reader that died inside an update would keep us out forever
-          this.#census = now + CENSUS_MS;
-          if (census(this.core, this.slot, this.base)) continue;
-        }
-        const next = this.beforePark(s);
-        if (next === 'deadlock') return DEADLOCK;
-        if (next === 'park' && this.#parkOnBell(s, Math.min(this.deadline, this.#census))) return PARK;
-        continue;
+      const s = (this.s = Atomics.load(w, st));
+      // Announced: no new reader comes in, those inside leave one by one.
+      if ((s & OWNER_MASK) === tid) return (s & READERS_MASK) === 0;
+      const heir = (this.#heirSeen = Atomics.load(w, aux));
+      if ((s & (OWNER_MASK | QUEUED_MASK)) !== 0 || (heir !== 0 && heir !== tid)) return false;
+      // With readers inside, announcing makes them (and the readers queued
+      // behind us) wait for us: not past the deadline.
+      if ((s & READERS_MASK) !== 0 && this.expired()) return false;
+      // Having slept, keep PARKED set: others may still sleep behind us.
+      if (Atomics.compareExchange(w, st, s, (s & ~ABANDONED) | tid | (this.slept ? PARKED : 0)) !== s) continue;
+      this.announced = true;
+      this.abandoned = (s & ABANDONED) !== 0;
+      if (this.heir) { // after announcing, so that no writer barges in between
+        this.heir = false;
+        Atomics.compareExchange(w, aux, tid, 0);
       }
-      const heir = Atomics.load(w, aux), now = performance.now();
-      if ((s & (OWNER_MASK | QUEUED_MASK)) === 0 && (heir === 0 || heir === tid)
-        && ((s & READERS_MASK) === 0 || now < this.deadline)) {
-        // Having slept, keep PARKED set: others may still sleep behind us.
-        const next = (s & ~ABANDONED) | tid | (this.slept ? PARKED : 0);
-        if (Atomics.compareExchange(w, st, s, next) !== s) continue;
-        this.announced = true;
-        this.abandoned = (s & ABANDONED) !== 0;
-        if (this.heir) { // after announcing, so that no writer barges in between
-          this.heir = false;
-          Atomics.compareExchange(w, aux, tid, 0);
-        }
-        continue;
-      }
-      if (now >= this.deadline) return TIMED_OUT;
-      if (!this.heir && heir === 0 && now - this.start >= FAIR_MS) {
-        if (Atomics.compareExchange(w, aux, 0, tid) === 0) this.heir = true;
-        continue;
-      }
-      const next = this.beforePark(s);
-      if (next === 'deadlock') return DEADLOCK;
-      if (next === 'again') continue;
-      if (this.heir) {
-        if (this.#parkOnBell(s, this.deadline)) return PARK;
-        continue;
-      }
-      // Wake at FAIR_MS to claim the heir's place before the next release.
-      const until = heir === 0 && now - this.start < FAIR_MS ? Math.min(this.deadline, this.start + FAIR_MS) : this.deadline;
-      if (!this.parkOnState(s, until)) continue;
-      // An heir that withdraws after our read of S_AUX clears PARKED, which
-      // changes the word we sleep on; one that withdrew before shows here.
-      if (Atomics.load(w, aux) !== heir) continue;
-      return PARK;
     }
+  }
+
+  publish(now: number): boolean {
+    const { w, tid } = this, s = this.s;
+    if ((s & OWNER_MASK) === tid) {
+      // Announced, readers inside. One that died inside an update would keep
+      // us out forever: count them against the holdings now and then.
+      if (this.#census === 0) this.#census = this.start + CENSUS_MS;
+      if (now >= this.#census) {
+        this.#census = now + CENSUS_MS;
+        if (census(this.core, this.slot, this.base)) return false;
+      }
+      return this.#parkOnBell(s, this.#census);
+    }
+    const heir = this.#heirSeen;
+    if (!this.heir && heir === 0 && now - this.start >= FAIR_MS) {
+      if (Atomics.compareExchange(w, this.#aux, 0, tid) === 0) this.heir = true;
+      return false;
+    }
+    if (this.heir) return this.#parkOnBell(s, Infinity);
+    // Wake at FAIR_MS to claim the heir's place before the next release.
+    if (!this.parkOnState(s, heir === 0 && now - this.start < FAIR_MS ? this.start + FAIR_MS : Infinity)) return false;
+    // An heir that withdraws after our read of S_AUX clears PARKED, which
+    // changes the word we sleep on; one that withdrew before shows here.
+    return Atomics.load(w, this.#aux) === heir;
   }
 
   #parkOnBell(s: number, until: number): boolean {
@@ -527,7 +467,7 @@ class WriterWaiter extends Waiter {
     return true;
   }
 
-  leave(): boolean {
+  override leave(reason: Reason): boolean {
     const { w, st, tid, base } = this;
     if (this.heir) {
       this.heir = false;
@@ -540,28 +480,18 @@ class WriterWaiter extends Waiter {
       for (;;) {
         const s = Atomics.load(w, st);
         if ((s & OWNER_MASK) !== tid) break;
-        if ((s & READERS_MASK) === 0) return true; // the last reader left first: it is ours
+        if ((s & READERS_MASK) === 0) { // the last reader left first: it is ours
+          if (reason !== ABORT) return true;
+          // Abort wins: give it back, news of a dead holder included.
+          writeUnlockSlow(this.core, this.slot, base, this.abandoned ? ABANDONED : 0);
+          return false;
+        }
         if (writerLeaves(w, base, s, 0)) break; // the readers queued behind us come in
       }
     }
     if (this.slept) Atomics.notify(w, st, 1); // pass on a wake-up we may have taken
     return false;
   }
-
-  override done(): void {
-    if (!this.sync) this.core.acquiring[this.slot] = 0;
-  }
-}
-
-function recordWait(core: TableCore, base: number, waiter: Waiter): void {
-  if (!waiter.waited) return;
-  // Exact for writers (under the lock); readers race here, so their counts are approximate.
-  const f = core.f64;
-  f[(base + F_CONTENDED) >> 1] += 1;
-  if (waiter.parkedMs === 0) return; // won by spinning: no clock read is worth its cost
-  const ns = waiter.parkedMs * 1e6;
-  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
 }
 
 function checkReader(core: TableCore, slot: number, base: number): void {
@@ -591,65 +521,19 @@ export function acquireSync(core: TableCore, slot: number, base: number, wait: W
   if (write) checkWriter(core, slot, base, true);
   else checkReader(core, slot, base);
   const waiter = write ? new WriterWaiter(core, slot, base, wait, true) : new ReaderWaiter(core, slot, base, wait, true);
-  const w = core.words, waitSlot = threadBase(core.tid) + T_WAIT_SLOT;
-  Atomics.store(w, waitSlot, slot + 1); // before the deadlock walk in step(): see deadlock.ts
-  let acquired = false;
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === PARK) {
-        const t0 = performance.now();
-        const r = Atomics.wait(w, waiter.index, waiter.value, remaining(waiter.until));
-        waiter.parkedMs += performance.now() - t0;
-        switch (r) {
-          case 'ok': case 'not-equal': case 'timed-out': continue; // step() re-reads the word in every case
-        }
-      }
-      if (waiter.leave()) break;
-      throw step === TIMED_OUT ? new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout) : new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!);
-    }
-    acquired = true;
-  } finally {
-    Atomics.store(w, waitSlot, 0);
-    waiter.done(acquired);
-  }
-  recordWait(core, base, waiter);
+  const ns = parkSync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns); // exact for writers; readers race here (approximate)
   return waiter.abandoned;
 }
 
 /** Async acquire after the fast path failed. Resolves `abandoned`. */
 export async function acquireAsync(core: TableCore, slot: number, base: number, wait: Wait, write: boolean): Promise<boolean> {
-  // Everything up to the first await runs synchronously inside readLock()/writeLock().
+  // Everything up to the first await in parkAsync runs synchronously inside readLock()/writeLock().
   if (write) checkWriter(core, slot, base, false);
   else checkReader(core, slot, base);
   const waiter = write ? new WriterWaiter(core, slot, base, wait, false) : new ReaderWaiter(core, slot, base, wait, false);
-  if (write) core.acquiring[slot] = 1;
-  const { signal } = wait;
-  let acquired = false;
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === PARK) {
-        const t0 = performance.now();
-        await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
-        waiter.parkedMs += performance.now() - t0;
-        if (signal?.aborted) {
-          // Taken while the abort was on its way: give it back, news of a dead holder included.
-          if (waiter.leave()) writeUnlockSlow(core, slot, base, waiter.abandoned ? ABANDONED : 0);
-          throw abortErrorFor(signal);
-        }
-        continue;
-      }
-      if (waiter.leave()) break;
-      throw new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout); // async waits do not walk for cycles
-    }
-    acquired = true;
-  } finally {
-    waiter.done(acquired);
-  }
-  recordWait(core, base, waiter);
+  const ns = await parkAsync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns);
   return waiter.abandoned;
 }
 
@@ -669,15 +553,16 @@ export function writeUnlockSlow(core: TableCore, slot: number, base: number, kee
 
 /** Write lock → one read share, in one CAS: no writer can get in between. */
 export function downgrade(core: TableCore, slot: number, base: number): void {
-  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), fresh = foundAt < 0;
-  const at = pairForShare(core, slot); // ERR_LOCK_TABLE_FULL here leaves the lock as it was
-  Atomics.store(w, at + 1, (mine + 1) | PENDING); // marked before the CAS (see the invariants)
-  if (fresh) Atomics.store(w, at, slot + 1);
+  const w = core.words, st = base + S_STATE, mine = ownHolding(core, slot), fresh = foundPair() === NONE;
+  const at = pairToHold(core, slot); // ERR_LOCK_TABLE_FULL here leaves the lock as it was
+  // Marked before the CAS (see the invariants).
+  if (fresh) holdIn(w, at, slot, (mine + 1) | PENDING);
+  else setCount(w, at, (mine + 1) | PENDING);
   for (;;) {
     const s = Atomics.load(w, st);
     const next = (s & ~(OWNER_MASK | PARKED | WPARKED)) + ONE_READER;
     if (Atomics.compareExchange(w, st, s, next) !== s) continue;
-    Atomics.store(w, at + 1, mine + 1);
+    setCount(w, at, mine + 1);
     // It is a read turn now: the readers queued behind the write lock come in with this share.
     wake(w, base, s, next, queuedOf(s) !== 0);
     return;
@@ -691,14 +576,14 @@ export function downgrade(core: TableCore, slot: number, base: number): void {
 export function tryUpgrade(core: TableCore, slot: number, base: number): boolean {
   const w = core.words, st = base + S_STATE;
   if (ownHolding(core, slot) !== 1 || Atomics.load(w, base + S_AUX) !== 0) return false;
-  const at = foundAt, s = Atomics.load(w, st);
+  const at = foundPair(), s = Atomics.load(w, st);
   if ((s & ~PARKED) !== ONE_READER) return false;
-  Atomics.store(w, at + 1, 1 | PENDING); // marked before the CAS (see the invariants)
+  setCount(w, at, 1 | PENDING); // marked before the CAS (see the invariants)
   if (Atomics.compareExchange(w, st, s, (s & PARKED) | core.tid) === s) {
-    Atomics.store(w, at, 0); // the share is gone: free the pair
+    freePair(w, at); // the share is gone
     return true;
   }
-  Atomics.store(w, at + 1, 1);
+  setCount(w, at, 1);
   return false;
 }
 
@@ -783,4 +668,5 @@ export function rwlockHolders(table: WatchedTable, base: number, slot: number): 
   return out;
 }
 
-defineKind(KIND_RWLOCK, { recoverOwned: recoverWriter, recoverHeld: recoverReader, holders: rwlockHolders });
+/** What recovery and deadlock detection need of a rwlock (kinds.ts, KIND_RWLOCK). */
+export const rwlockKind: KindOps = { recoverOwned: recoverWriter, recoverHeld: recoverReader, holders: rwlockHolders };

@@ -26,10 +26,11 @@
  */
 import type { TableCore } from './core.js';
 import type { LockTable } from './table.js';
+import { ownHolding } from './holdings.js';
 import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_STATE } from './layout.js';
 import { type LockOptions, type Wait, kNoWait, parseLockOptions } from './options.js';
 import {
-  OWNER_MASK, READERS_MASK, SHARES_MASK, acquireAsync, acquireSync, downgrade, ownHolding, readUnlock, readersOf,
+  OWNER_MASK, READERS_MASK, SHARES_MASK, acquireAsync, acquireSync, downgrade, readUnlock, readersOf,
   tryFirstShare, tryReadSlow, tryUpgrade, tryWriteSlow, writeUnlockSlow,
 } from './rwlock-word.js';
 import { ERR_INVALID_ARG_TYPE, ERR_LOCK_NOT_LOCKED } from '../errors.js';
@@ -80,8 +81,12 @@ export class RWLock {
    * `options.signal` is already aborted.
    */
   readLockSync(options?: LockOptions): RWLockReadGuard {
+    // Options are checked before the words are touched; the common call has none to check.
     const wait = options === undefined ? kNoWait : parseLockOptions(options);
-    if (tryFirstShare(this.#core, this.slot, this.#base)) return this.#read(false);
+    return tryFirstShare(this.#core, this.slot, this.#base) ? this.#read(false) : this.#readSlowSync(wait);
+  }
+
+  #readSlowSync(wait: Wait): RWLockReadGuard {
     const abandoned = tryReadSlow(this.#core, this.slot, this.#base);
     return this.#read(abandoned ?? acquireSync(this.#core, this.slot, this.#base, wait, false));
   }
@@ -242,7 +247,7 @@ export class RWLock {
   }
 
   static #readUnlock(rw: RWLock): void {
-    if (!readUnlock(rw.#core, rw.slot, rw.#base)) throw new ERR_LOCK_NOT_LOCKED(`${labelOf(rw)} (this thread holds no read share)`);
+    if (!readUnlock(rw.#core, rw.slot, rw.#base)) notLocked(rw, 'this thread holds no read share');
   }
 
   static #recordHold(rw: RWLock, heldSince: number): void {
@@ -324,7 +329,7 @@ export class RWLockReadGuard {
   }
 
   #check(): void {
-    if (!this.#held) throw new ERR_LOCK_NOT_LOCKED(`${labelOf(this.#rw)} (this guard already released its share)`);
+    if (!this.#held) notLocked(this.#rw, 'this guard already released its share');
   }
 }
 
@@ -371,12 +376,17 @@ export class RWLockWriteGuard {
   }
 
   #check(): void {
-    if (!this.#held) throw new ERR_LOCK_NOT_LOCKED(`${labelOf(this.#rw)} (this guard already released it)`);
+    if (!this.#held) notLocked(this.#rw, 'this guard already released it');
   }
 }
 
 function checkFunction(fn: unknown): void {
   if (typeof fn !== 'function') throw new ERR_INVALID_ARG_TYPE('fn', 'a function', fn);
+}
+
+/** Out of line: a message built in a fast path counts against what V8 inlines into a caller's loop. */
+function notLocked(rw: RWLock, why: string): never {
+  throw new ERR_LOCK_NOT_LOCKED(`${labelOf(rw)} (${why})`);
 }
 
 function labelOf(rw: RWLock): string {

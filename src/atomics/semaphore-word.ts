@@ -34,20 +34,18 @@
  * | …              | ABANDONED      | a dead holder's permits came back | (acquire: slow path, reports it)  |
  *
  * Who holds what is not in these words: 2^30 permits and 4095 threads do not
- * fit. Each thread records its own count in its holdings (holdings.ts), so
- * that `release` can refuse permits the thread does not hold
- * (ERR_LOCK_NOT_OWNER) and recovery can give back a dead thread's permits.
- * Only the thread itself writes its records, so it reads them with plain
- * loads, and its fast paths write them with plain stores: aligned Int32
- * accesses never tear (ECMAScript memory model), recovery reads them after
- * the thread has stopped, deadlock walks read them racily anyway, and an
- * Atomics.store costs ~10 ns here, a third of the whole uncontended acquire.
+ * fit. Each thread records its own count in its holdings (holdings.ts: a
+ * counted record, made by recordOf()), so that `release` can refuse
+ * permits the thread does not hold (ERR_LOCK_NOT_OWNER) and recovery can
+ * give back a dead thread's permits. Its hot paths read and write the
+ * record with plain loads and stores (holdings.ts says why that is safe):
+ * an Atomics.store costs ~10 ns here, a third of the whole uncontended acquire.
  *
  * Invariants:
  * - taken = Σ holdings (of live threads, and of dead ones until their
  *   recovery gives them back), outside the two statements that move
- *   permits between the word and a record: the CAS and the store into the
- *   thread's record follow each other with no call and no loop between.
+ *   permits between the word and a record: holdings.ts take() and give()
+ *   do the CAS (or sub) and the record's update with no call between.
  *   worker.terminate() lands only where V8 checks for interrupts (function
  *   entries, loop back-edges), so a killed thread has done both or neither.
  *   The record (count 0) is made *before* the CAS, since making it may call.
@@ -78,17 +76,14 @@
  * just before the heir claimed it can still take permits once: bypass is
  * bounded by the number of threads.
  */
-import type { TableCore, WatchedTable } from './core.js';
+import type { KindOps, TableCore, WatchedTable } from './core.js';
 import { cycleThrough } from './deadlock.js';
-import { addHolding, holdingOf, removeHolding } from './holdings.js';
-import { defineKind } from './kinds.js';
-import {
-  F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, HOLDS_MAX, KIND_SEMAPHORE, S_BELL, S_STATE, T_HOLDS, T_LIVE,
-  T_WAIT_SLOT, threadBase,
-} from './layout.js';
+import { type Pair, countOf, holdingOf, recordNames, recordOf, removeHolding, take } from './holdings.js';
+import { S_BELL, S_STATE, T_LIVE, T_WAIT_SLOT, threadBase } from './layout.js';
 import type { Wait } from './options.js';
-import { SpinWait, remaining, waitAsyncUntil } from './wait.js';
-import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../errors.js';
+import { NOT_CONTENDED, Waiter, parkAsync, parkSync } from './park.js';
+import { SpinWait, recordWait } from './wait.js';
+import { ERR_LOCK_DEADLOCK } from '../errors.js';
 
 export const TAKEN = 0x7fffffff;
 export const PARKED = 1 << 31;
@@ -97,11 +92,6 @@ export const ABANDONED = 1 << 12;
 export const WIDE_ONE = 1 << 13;
 export const WIDE_MASK = -WIDE_ONE; // bits 13-31
 export const FAIR_MS = 1;
-
-const ACQUIRED = 0;
-const PARK = 1;
-const TIMED_OUT = 2;
-const DEADLOCK = 3;
 
 /**
  * After `n` permits were given back to a word that read `old` before: wake
@@ -120,145 +110,102 @@ export function wakeAll(w: Int32Array, st: number): void {
   if ((Atomics.and(w, st, ~PARKED) & PARKED) !== 0) Atomics.notify(w, st);
 }
 
-/** The count word of this thread's record for `slot`, or 0 when it has none. */
-export function findRecord(core: TableCore, slot: number): number {
-  const w = core.words, at = threadBase(core.tid) + T_HOLDS;
-  for (let i = 0; i < HOLDS_MAX; i++) if (Atomics.load(w, at + 2 * i) === slot + 1) return at + 2 * i + 1;
-  return 0;
-}
-
-const pairCache = new WeakMap<TableCore, Uint8Array>();
-
 /**
- * Per (thread, table), one byte per slot: index + 1 of the holdings pair
- * that last recorded this thread's permits of the slot. Every record of a
- * semaphore slot is made through recordOf (or reused in the fast path), so
- * a live record of the slot is always at this pair: when the pair is free,
- * the slot has no record and the pair can be taken back without a scan.
- * A release that brings the count to 0 frees the pair (as removeHolding
- * does), and the next acquire takes it back at the cost of one store.
+ * One thread's wait for n permits after the fast path failed, as park.ts
+ * drives it (blocking or async): take them when they fit and no other heir
+ * waits; else publish PARKED (and WIDE, for n > 1) and sleep on S_STATE;
+ * past FAIR_MS, claim the heir bits.
  */
-export function pairsOf(core: TableCore): Uint8Array {
-  let pairs = pairCache.get(core);
-  if (pairs === undefined) pairCache.set(core, (pairs = new Uint8Array(core.slots)));
-  return pairs;
-}
-
-/**
- * The count word of this thread's holding record for `slot`, made with
- * count 0 if there is none. `hint` is the word this returned last time.
- * Only this thread writes its records, so it reads them with plain loads.
- */
-export function recordOf(core: TableCore, slot: number, hint: number): number {
-  const w = core.words, at = threadBase(core.tid) + T_HOLDS, pairs = pairsOf(core);
-  if (hint !== 0 && w[hint - 1] === slot + 1) return hint;
-  const last = pairs[slot];
-  if (last !== 0) {
-    const rec = at + 2 * last - 1;
-    if (w[rec - 1] === slot + 1) return rec;
-    if (w[rec - 1] === 0) {
-      Atomics.store(w, rec, 0);
-      Atomics.store(w, rec - 1, slot + 1); // after the count, as addHolding does
-      return rec;
-    }
-  }
-  let rec = findRecord(core, slot);
-  if (rec === 0) {
-    addHolding(core, slot, 0);
-    rec = findRecord(core, slot);
-  }
-  pairs[slot] = ((rec - at) >> 1) + 1;
-  return rec;
-}
-
-/**
- * One thread's attempt to take n permits after the fast path failed: the
- * protocol, written once for both drivers. `step()` either takes them or
- * says where to sleep (`index`), on which value (`value`), until when.
- */
-class SemaphoreWaiter {
+class SemaphoreWaiter extends Waiter {
   heir = false;
+  /** Slept at least once: may have taken a wake-up meant for another (see leave). */
   slept = false;
   /** Counted in WIDE (n > 1 and has decided to sleep). */
   wide = false;
   abandoned = false;
-  index = 0;
-  value = 0;
-  until = 0;
-  cycle: string | null = null;
-  readonly start = performance.now();
-  readonly #core: TableCore;
+  /** S_BELL and S_STATE as check() last saw them. */
+  #b = 0;
+  #s = 0;
+  /** The backoff before the first park (blocking waits); null once spent. */
+  #spin: SpinWait | null;
   readonly #w: Int32Array;
   readonly #st: number;
   readonly #bell: number;
-  readonly #slot: number;
 
-  constructor(core: TableCore, slot: number, base: number, readonly n: number, readonly permits: number, readonly deadline: number,
-    /** Blocking waits: this thread's T_WAIT_SLOT word, and its own permits of the slot. Async: -1. */
-    readonly waitSlot: number, readonly own: number, public rec: number) {
-    this.#core = core;
+  constructor(core: TableCore, slot: number, base: number, readonly n: number, readonly permits: number, wait: Wait,
+    blocking: boolean, /** Blocking waits: this thread's own permits of the slot (deadlock detection). */ readonly own: number,
+    /** This thread's record of its permits (holdings.ts), made before the CAS that fills it. */ public rec: Pair) {
+    super(core, slot, wait, blocking);
     this.#w = core.words;
     this.#st = base + S_STATE;
     this.#bell = base + S_BELL;
-    this.#slot = slot;
+    this.#spin = blocking ? new SpinWait() : null;
   }
 
-  step(): typeof ACQUIRED | typeof PARK | typeof TIMED_OUT | typeof DEADLOCK {
+  check(): boolean {
     const w = this.#w, st = this.#st, bell = this.#bell, n = this.n, most = this.permits - n;
     for (;;) {
-      const b = Atomics.load(w, bell);
-      let s = Atomics.load(w, st);
-      const heir = b & HEIR_MASK;
-      if ((heir === 0 || this.heir) && (s & TAKEN) <= most) {
-        const rec = (this.rec = recordOf(this.#core, this.#slot, this.rec)); // may call: before the CAS
-        // Having slept, set PARKED again: a wake of n may have left others asleep.
-        if (Atomics.compareExchange(w, st, s, (s + n) | (this.slept ? PARKED : 0)) !== s) continue;
-        Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
-        this.abandoned = (b & ABANDONED) !== 0 && claimAbandoned(w, bell);
-        this.#leave();
-        return ACQUIRED;
-      }
-      const now = performance.now();
-      if (now >= this.deadline) return TIMED_OUT;
-      if (!this.heir && heir === 0 && now - this.start >= FAIR_MS) {
-        if (Atomics.compareExchange(w, bell, b, b | this.#core.tid) === b) this.heir = true;
-        continue;
-      }
-      if (this.waitSlot >= 0 && this.#blocked()) return DEADLOCK;
-      if (n > 1 && !this.wide) {
-        // Count ourselves in WIDE *before* publishing PARKED: a release that
-        // sees our PARKED then sees WIDE too, and wakes everyone, us included.
-        Atomics.add(w, bell, WIDE_ONE);
-        this.wide = true;
-        continue;
-      }
-      if ((s & PARKED) === 0) {
-        // Publish PARKED *before* sleeping, else a release may skip the wake-up.
-        if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) continue;
-        s |= PARKED;
-      }
-      // A heir leaving writes only S_BELL, then wakes PARKED sleepers: read
-      // it *after* publishing PARKED, or its wake-up may come too early.
-      if ((Atomics.load(w, bell) & HEIR_MASK) !== heir) continue;
-      this.index = st;
-      this.value = s;
-      this.slept = true;
-      // Wake at FAIR_MS, still waiting, to claim the heir bits.
-      this.until = !this.heir && heir === 0 && now - this.start < FAIR_MS
-        ? Math.min(this.deadline, this.start + FAIR_MS) : this.deadline;
-      return PARK;
+      const b = (this.#b = Atomics.load(w, bell));
+      const s = (this.#s = Atomics.load(w, st));
+      if (((b & HEIR_MASK) !== 0 && !this.heir) || (s & TAKEN) > most) return false;
+      const rec = (this.rec = recordOf(this.core, this.slot, this.rec)); // may throw: before the CAS
+      // Having slept, set PARKED again: a wake of n may have left others asleep.
+      if (!take(w, st, s, (s + n) | (this.slept ? PARKED : 0), w, rec, this.slot, n)) continue;
+      this.abandoned = (b & ABANDONED) !== 0 && claimAbandoned(w, bell);
+      this.#leave();
+      return true;
     }
   }
 
+  override spin(): boolean {
+    // Spin briefly, backing off, before the first park: a short hold on the
+    // other core ends sooner than a park/unpark round trip. Never past
+    // sleepers, a heir or news of a dead holder: they are ahead, or need the slow way.
+    if (this.#spin !== null && (this.#b & (HEIR_MASK | ABANDONED)) === 0 && (this.#s & PARKED) === 0 && this.#spin.spin()) return true;
+    this.#spin = null;
+    return false;
+  }
+
+  publish(now: number): boolean {
+    const w = this.#w, st = this.#st, bell = this.#bell, b = this.#b, heir = b & HEIR_MASK;
+    let s = this.#s;
+    if (!this.heir && heir === 0 && now - this.start >= FAIR_MS) {
+      if (Atomics.compareExchange(w, bell, b, b | this.core.tid) === b) this.heir = true;
+      return false;
+    }
+    if (this.n > 1 && !this.wide) {
+      // Count ourselves in WIDE *before* publishing PARKED: a release that
+      // sees our PARKED then sees WIDE too, and wakes everyone, us included.
+      Atomics.add(w, bell, WIDE_ONE);
+      this.wide = true;
+      return false;
+    }
+    if ((s & PARKED) === 0) {
+      // Publish PARKED *before* sleeping, else a release may skip the wake-up.
+      if (Atomics.compareExchange(w, st, s, s | PARKED) !== s) return false;
+      s |= PARKED;
+    }
+    // A heir leaving writes only S_BELL, then wakes PARKED sleepers: read
+    // it *after* publishing PARKED, or its wake-up may come too early.
+    if ((Atomics.load(w, bell) & HEIR_MASK) !== heir) return false;
+    this.index = st;
+    this.value = s;
+    this.slept = true;
+    // Wake at FAIR_MS, still waiting, to claim the heir bits.
+    this.until = heir === 0 && now - this.start < FAIR_MS ? this.start + FAIR_MS : Infinity;
+    return true;
+  }
+
   /**
-   * Leave without permits: give up the heir bits, WIDE and an unused
-   * record, and pass on a wake-up this waiter may have taken and not used.
+   * Leave without permits (timeout, abort, deadlock, a full holdings
+   * entry): give up the heir bits, WIDE and an unused record, and pass on a
+   * wake-up this waiter may have taken and not used.
    */
-  giveUp<E>(error: E): E {
+  override leave(): boolean {
     this.#leave();
-    removeHolding(this.#core, this.#slot, 0); // frees the record only if it counts 0
+    removeHolding(this.core, this.slot, 0); // frees the record only if it counts 0
     if (this.slept) Atomics.notify(this.#w, this.#st, 1);
-    return error;
+    return false;
   }
 
   /**
@@ -271,10 +218,10 @@ class SemaphoreWaiter {
    * walk would find this thread among the holders at once), only recorded
    * for the others' walks. Holders can change while it sleeps: advisory.
    */
-  #blocked(): boolean {
-    const core = this.#core, exact = soleOtherHolder(core, this.#slot, this.#st, this.own) !== 0;
-    Atomics.store(core.words, this.waitSlot, exact ? this.#slot + 1 : 0); // before the walk (deadlock.ts)
-    return exact && this.own === 0 && (this.cycle = cycleThrough(core, this.#slot)) !== null;
+  override cycle(): string | null {
+    const core = this.core, slot = this.slot, exact = soleOtherHolder(core, slot, this.#st, this.own) !== 0;
+    Atomics.store(core.words, threadBase(core.tid) + T_WAIT_SLOT, exact ? slot + 1 : 0); // before the walk (deadlock.ts)
+    return exact && this.own === 0 ? cycleThrough(core, slot) : null;
   }
 
   /** Stop counting in WIDE; give up the heir bits (ours: nobody else writes them while they name us) and let the others in. */
@@ -293,21 +240,8 @@ export function claimAbandoned(w: Int32Array, bell: number): boolean {
   return (Atomics.and(w, bell, ~ABANDONED) & ABANDONED) !== 0;
 }
 
-/**
- * Counters of an acquire that parked. Permits are held by many threads at
- * once, so these plain float64 updates race with each other: two waiters
- * served by one release can lose one's update. stats() is approximate for a
- * semaphore, by that much; making them exact would cost an atomic on every path.
- */
-function recordWait(core: TableCore, base: number, start: number): void {
-  const f = core.f64, ns = (performance.now() - start) * 1e6;
-  f[(base + F_CONTENDED) >> 1] += 1;
-  f[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
-  if (ns > f[(base + F_WAIT_MAX_NS) >> 1]) f[(base + F_WAIT_MAX_NS) >> 1] = ns;
-}
-
 /** What a slow acquire hands back to the Semaphore: the record it used, and `abandoned`. */
-export interface Taken { rec: number; abandoned: boolean }
+export interface Taken { rec: Pair; abandoned: boolean }
 
 /**
  * A blocking wait would never end: this thread holds `own` permits and asks
@@ -315,8 +249,8 @@ export interface Taken { rec: number; abandoned: boolean }
  * an async acquire is not refused, since another task of its thread may
  * release.
  */
-function selfDeadlock(core: TableCore, slot: number, n: number, permits: number, hint: number): number {
-  const own = hint !== 0 && core.words[hint - 1] === slot + 1 ? core.words[hint] : holdingOf(core, core.tid, slot);
+function selfDeadlock(core: TableCore, slot: number, n: number, permits: number, hint: Pair): number {
+  const own = recordNames(core.words, hint, slot) ? countOf(core.words, hint) : holdingOf(core, core.tid, slot);
   if (own + n > permits) {
     throw new ERR_LOCK_DEADLOCK(core.label(slot), `this thread holds ${own} of its ${permits} permits and waits for ${n} more`);
   }
@@ -324,63 +258,21 @@ function selfDeadlock(core: TableCore, slot: number, n: number, permits: number,
 }
 
 /** Blocking acquire after the fast path failed. */
-export function acquireSlowSync(core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: number): Taken {
-  const w = core.words, st = base + S_STATE, bell = base + S_BELL;
-  const own = selfDeadlock(core, slot, n, permits, hint), most = permits - n;
-  if (wait.timeout > 0) {
-    // Spin briefly, backing off: a short hold on the other core ends sooner
-    // than a park/unpark round trip. Never past sleepers or a heir: they are ahead.
-    const spin = new SpinWait();
-    while (spin.spin()) {
-      const b = Atomics.load(w, bell), s = Atomics.load(w, st);
-      if ((b & (HEIR_MASK | ABANDONED)) !== 0 || (s & PARKED) !== 0) break;
-      if ((s & TAKEN) > most) continue;
-      const rec = (hint = recordOf(core, slot, hint));
-      if (Atomics.compareExchange(w, st, s, s + n) !== s) continue;
-      Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
-      core.f64[(base + F_CONTENDED) >> 1] += 1; // contended, not timed: a clock read costs ~100 ns
-      return { rec, abandoned: false };
-    }
-  }
-  const waitSlot = threadBase(core.tid) + T_WAIT_SLOT;
-  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait.deadline, waitSlot, own, hint);
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout);
-      if (step === DEADLOCK) throw new ERR_LOCK_DEADLOCK(core.label(slot), waiter.cycle!);
-      switch (Atomics.wait(w, waiter.index, waiter.value, remaining(waiter.until))) {
-        case 'ok': case 'not-equal': case 'timed-out': continue; // step() re-reads both words in every case
-      }
-    }
-  } catch (err) {
-    throw waiter.giveUp(err); // also ERR_LOCK_TABLE_FULL from making the record: never leave the heir bits behind
-  } finally {
-    Atomics.store(w, waitSlot, 0);
-  }
-  recordWait(core, base, waiter.start);
+export function acquireSlowSync(core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: Pair): Taken {
+  const own = selfDeadlock(core, slot, n, permits, hint);
+  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait, true, own, hint);
+  const ns = parkSync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns); // holders race here: approximate
   return { rec: waiter.rec, abandoned: waiter.abandoned };
 }
 
-/** Async acquire after the fast path failed. Not recorded for deadlock detection (see deadlock.ts). */
+/** Async acquire after the fast path failed. Not recorded for deadlock detection (see park.ts). */
 export async function acquireSlowAsync(
-  core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: number,
+  core: TableCore, slot: number, base: number, n: number, permits: number, wait: Wait, hint: Pair,
 ): Promise<Taken> {
-  const { signal } = wait;
-  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait.deadline, -1, 0, hint);
-  try {
-    for (;;) {
-      const step = waiter.step();
-      if (step === ACQUIRED) break;
-      if (step === TIMED_OUT) throw new ERR_LOCK_TIMEOUT(core.label(slot), wait.timeout);
-      await waitAsyncUntil(core.words, waiter.index, waiter.value, waiter.until, signal);
-      if (signal?.aborted) throw abortErrorFor(signal);
-    }
-  } catch (err) {
-    throw waiter.giveUp(err);
-  }
-  recordWait(core, base, waiter.start);
+  const waiter = new SemaphoreWaiter(core, slot, base, n, permits, wait, false, 0, hint);
+  const ns = await parkAsync(waiter);
+  if (ns !== NOT_CONTENDED) recordWait(core.f64, base, ns);
   return { rec: waiter.rec, abandoned: waiter.abandoned };
 }
 
@@ -389,7 +281,7 @@ export async function acquireSlowAsync(
  * present, or too few permits. Never past a heir. Returns the record used,
  * negated when the permits came from a dead holder, or 0 when there are too few.
  */
-export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: number, permits: number, hint: number): number {
+export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: number, permits: number, hint: Pair): number {
   const w = core.words, st = base + S_STATE, bell = base + S_BELL, most = permits - n;
   for (;;) {
     const b = Atomics.load(w, bell), s = Atomics.load(w, st);
@@ -397,9 +289,8 @@ export function tryAcquireSlow(core: TableCore, slot: number, base: number, n: n
       removeHolding(core, slot, 0); // frees a record made for nothing (only if it counts 0)
       return 0;
     }
-    const rec = (hint = recordOf(core, slot, hint));
-    if (Atomics.compareExchange(w, st, s, s + n) !== s) continue;
-    Atomics.store(w, rec, Atomics.load(w, rec) + n); // straight after the CAS (invariants)
+    const rec = (hint = recordOf(core, slot, hint)); // may throw: before the CAS
+    if (!take(w, st, s, s + n, w, rec, slot, n)) continue;
     return (b & ABANDONED) !== 0 && claimAbandoned(w, bell) ? -rec : rec;
   }
 }
@@ -453,4 +344,5 @@ export function permitHolders(table: WatchedTable, _base: number, slot: number):
   return out;
 }
 
-defineKind(KIND_SEMAPHORE, { recoverOwned: recoverHeir, recoverHeld: recoverPermits, holders: permitHolders });
+/** What recovery and deadlock detection need of a semaphore (kinds.ts, KIND_SEMAPHORE). */
+export const semaphoreKind: KindOps = { recoverOwned: recoverHeir, recoverHeld: recoverPermits, holders: permitHolders };

@@ -12,38 +12,55 @@
  * hold several permits, taken by one call or by several (its async tasks,
  * say); any of them may give them back, in any split.
  */
-import type { TableCore } from './core.js';
+import { type TableCore, slotViews } from './core.js';
 import type { LockTable } from './table.js';
-import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_BELL, S_STATE, T_HOLDS, threadBase } from './layout.js';
+import {
+  NO_PAIR, type Pair, countOf, findRecord, firstOwnPair, give, lastPairsOf, recordNames, recordOf, recordServes, take,
+} from './holdings.js';
+import { F_ACQUIRED, F_HOLD_MAX_NS, S_AUX, S_BELL, S_STATE } from './layout.js';
 import { type LockOptions, type Wait, checkInteger, kNoWait, parseLockOptions } from './options.js';
 import {
-  ABANDONED, HEIR_MASK, PARKED, TAKEN, acquireSlowAsync, acquireSlowSync, findRecord, pairsOf, permitHolders, recordOf, tryAcquireSlow, wakeAfterRelease,
+  ABANDONED, HEIR_MASK, PARKED, TAKEN, acquireSlowAsync, acquireSlowSync, permitHolders, tryAcquireSlow, wakeAfterRelease,
 } from './semaphore-word.js';
 import { ERR_LOCK_NOT_LOCKED, ERR_LOCK_NOT_OWNER } from '../errors.js';
+
+/*
+ * Module-local copies of the constants the fast paths use: an imported
+ * binding costs a load and a hole check at each use in a caller's loop.
+ */
+const NONE = NO_PAIR;
+const STATE = S_STATE, BELL = S_BELL, ACQUIRED = F_ACQUIRED >> 1, HOLD_MAX = F_HOLD_MAX_NS >> 1;
+const BLOCKED = HEIR_MASK | ABANDONED; // a heir waits, or news of a dead holder: the slow path
+const COUNT = TAKEN;
+const SLEEPERS = PARKED;
 
 /** The most permits a semaphore can have: the taken count is 31 bits of its state word, beside PARKED. */
 export const MAX_PERMITS = 2 ** 30;
 
-/** One acquisition in HOLD_SAMPLE is timed (F_HOLD_MAX_NS), as for Mutex: a clock read costs more than the acquire. */
+/**
+ * One acquisition in HOLD_SAMPLE is timed (F_HOLD_MAX_NS), as for Mutex: a
+ * clock read costs more than the acquire. Chosen by the slot's acquisition
+ * count (approximate for a semaphore, so the choice is too); one timed hold
+ * at a time per handle, its start on the handle, its guard marked.
+ */
 const HOLD_SAMPLE = 64;
 
 export class Semaphore {
   // The fast paths read only these fields: no hop through the core.
+  /** The table's words (this thread's holdings live there), and views of this slot alone (core.ts, slotViews). */
   readonly #words: Int32Array;
+  readonly #slot: Int32Array;
   readonly #f64: Float64Array;
-  readonly #st: number;
-  readonly #bell: number;
-  readonly #acquired: number;
-  readonly #slot1: number;
   readonly #permits: number;
   readonly #core: TableCore;
   readonly #base: number;
-  /** Count word of this thread's holding record, as last seen (0: none known). Checked before each use. */
-  #rec = 0;
-  /** This thread's first holdings word, and its pair cache for this table (semaphore-word.ts, pairsOf). */
-  readonly #holds: number;
-  readonly #pairs: Uint8Array;
-  #sampleTick = 0;
+  /** This thread's record of its permits (holdings.ts), as last used; checked before each use. */
+  #rec: Pair = NONE;
+  /** What recordServes() checks #rec against: this thread's first pair, and its last-pair cache for this table. */
+  readonly #first: Pair;
+  readonly #last: Uint8Array;
+  /** When the timed hold taken through this handle began; 0 when none is out. */
+  #since = 0;
   /** The table this lives in: pass `table.buffer` to another thread, or send this handle (workers/transfer.ts). */
   get table(): LockTable {
     return this.#core.table as LockTable;
@@ -57,16 +74,14 @@ export class Semaphore {
   /** @internal Use `table.semaphore(name, permits)`. */
   constructor(core: TableCore, slot: number, base: number, name: string | number) {
     this.#core = core;
+    const views = slotViews(core, slot, base);
     this.#words = core.words;
-    this.#f64 = core.f64;
+    this.#slot = views.words;
+    this.#f64 = views.f64;
     this.#base = base;
-    this.#st = base + S_STATE;
-    this.#bell = base + S_BELL;
-    this.#acquired = (base + F_ACQUIRED) >> 1;
-    this.#slot1 = slot + 1;
     this.#permits = Atomics.load(core.words, base + S_AUX); // fixed when the slot took its kind
-    this.#holds = threadBase(core.tid) + T_HOLDS;
-    this.#pairs = pairsOf(core);
+    this.#first = firstOwnPair(core);
+    this.#last = lastPairsOf(core);
     this.slot = slot;
     this.name = name;
   }
@@ -78,7 +93,7 @@ export class Semaphore {
 
   /** Permits nobody holds right now (a snapshot, for diagnostics: it may change before you read it). */
   get available(): number {
-    return this.#permits - (Atomics.load(this.#words, this.#st) & TAKEN);
+    return this.#permits - (Atomics.load(this.#slot, STATE) & TAKEN);
   }
 
   /**
@@ -90,9 +105,17 @@ export class Semaphore {
    * blocked threads).
    */
   acquireSync(n = 1, options?: LockOptions): SemaphoreGuard {
+    // Arguments are checked before the words are touched; options take the other way in.
     if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
-    const wait = options === undefined ? kNoWait : parseLockOptions(options);
-    if (this.#take(n)) return this.#granted(n, false);
+    if (options !== undefined) return this.#acquireSyncWith(n, parseLockOptions(options));
+    return this.#take(n) ? this.#granted(n, false) : this.#acquireSlowSync(n, kNoWait);
+  }
+
+  #acquireSyncWith(n: number, wait: Wait): SemaphoreGuard {
+    return this.#take(n) ? this.#granted(n, false) : this.#acquireSlowSync(n, wait);
+  }
+
+  #acquireSlowSync(n: number, wait: Wait): SemaphoreGuard {
     const taken = acquireSlowSync(this.#core, this.slot, this.#base, n, this.#permits, wait, this.#rec);
     this.#rec = taken.rec;
     return this.#granted(n, taken.abandoned);
@@ -127,10 +150,13 @@ export class Semaphore {
    */
   tryAcquire(n = 1): SemaphoreGuard | null {
     if (n !== 1) checkInteger(n, 'n', 1, this.#permits);
-    if (this.#take(n)) return this.#granted(n, false);
+    return this.#take(n) ? this.#granted(n, false) : this.#tryAcquireSlow(n);
+  }
+
+  #tryAcquireSlow(n: number): SemaphoreGuard | null {
     const rec = tryAcquireSlow(this.#core, this.slot, this.#base, n, this.#permits, this.#rec);
     if (rec === 0) return null;
-    this.#rec = Math.abs(rec);
+    this.#rec = Math.abs(rec) as Pair;
     return this.#granted(n, rec < 0);
   }
 
@@ -150,42 +176,39 @@ export class Semaphore {
    * race (the slow path retries).
    */
   #take(n: number): boolean {
-    const w = this.#words, st = this.#st, slot1 = this.#slot1;
+    const w = this.#words, words = this.#slot, slot = this.slot;
     // A heir, or news of a dead holder: slow path. A plain read: a stale value
     // only lets this one acquire past a heir that has just claimed (the
     // bounded bypass of semaphore-word.ts), or sends it to the slow path.
-    if ((w[this.#bell] & (HEIR_MASK | ABANDONED)) !== 0) return false;
+    if ((words[BELL] & BLOCKED) !== 0) return false;
     let rec = this.#rec;
-    // Our record (plain reads: only this thread writes it): live, or freed
-    // by our last release to 0 and still ours to take back (pairsOf).
-    const mark = rec === 0 ? -1 : w[rec - 1];
-    if (mark !== slot1 && (mark !== 0 || this.#pairs[this.slot] !== ((rec - this.#holds) >> 1) + 1)) {
-      rec = this.#rec = recordOf(this.#core, this.slot, 0); // makes a record counting 0; may call, so before the CAS
+    if (!recordServes(w, rec, slot, this.#first, this.#last)) {
+      rec = this.#rec = recordOf(this.#core, slot, NONE); // makes a record counting 0; may throw, so before the CAS
     }
     // A plain read too: the CAS checks it, and a stale value only fails it.
-    const s = w[st];
-    if ((s & TAKEN) > this.#permits - n || Atomics.compareExchange(w, st, s, s + n) !== s) return false;
-    // Straight after the CAS, with no call between: a terminate() cannot
-    // land between taking the permits and recording them (semaphore-word.ts).
-    if (w[rec - 1] === slot1) w[rec] += n;
-    else {
-      w[rec] = n;
-      w[rec - 1] = slot1; // after the count, as addHolding does
-    }
-    return true;
+    const s = words[STATE];
+    // The CAS and the record's credit in one step (holdings.ts take()).
+    return (s & COUNT) <= this.#permits - n && take(words, STATE, s, s + n, w, rec, slot, n);
   }
 
   #granted(n: number, abandoned: boolean): SemaphoreGuard {
     // Racy between holders (see recordWait in semaphore-word.ts): approximate.
-    this.#f64[this.#acquired] += 1;
-    return new SemaphoreGuard(this, n, abandoned, (++this.#sampleTick & (HOLD_SAMPLE - 1)) === 0 ? performance.now() : 0);
+    const count = ++this.#f64[ACQUIRED];
+    return new SemaphoreGuard(this, n, abandoned, (count & (HOLD_SAMPLE - 1)) === 0 && Semaphore.#startTiming(this));
   }
 
-  /** @internal Called by release() and SemaphoreGuard.release(). */
-  static give(sem: Semaphore, n: number, heldSince: number): void {
-    if (heldSince !== 0) {
-      const ns = (performance.now() - heldSince) * 1e6, i = (sem.#base + F_HOLD_MAX_NS) >> 1;
-      if (ns > sem.#f64[i]) sem.#f64[i] = ns;
+  static #startTiming(sem: Semaphore): boolean {
+    if (sem.#since !== 0) return false; // a timed hold of this handle is still out
+    sem.#since = performance.now();
+    return true;
+  }
+
+  /** @internal Called by release() and SemaphoreGuard.release(); `timed`: the guard's hold is the timed one. */
+  static give(sem: Semaphore, n: number, timed: boolean): void {
+    if (timed) {
+      const ns = (performance.now() - sem.#since) * 1e6;
+      sem.#since = 0;
+      if (ns > sem.#f64[HOLD_MAX]) sem.#f64[HOLD_MAX] = ns;
     }
     Semaphore.#give(sem, n);
   }
@@ -193,16 +216,12 @@ export class Semaphore {
   static #give(sem: Semaphore, n: number): void {
     const w = sem.#words;
     let rec = sem.#rec;
-    if (rec === 0 || w[rec - 1] !== sem.#slot1) rec = sem.#rec = findRecord(sem.#core, sem.slot);
-    const held = rec === 0 ? 0 : w[rec];
+    if (!recordNames(w, rec, sem.slot)) rec = sem.#rec = findRecord(sem.#core, sem.slot);
+    const held = rec === NONE ? 0 : countOf(w, rec);
     if (held < n) Semaphore.#notOwner(sem, n, held);
-    // Off the record first, then back to the word, with no call between.
-    // At 0 the pair is freed (its stale count is never read: addHolding
-    // and the fast path write the count before the slot).
-    if (held === n) w[rec - 1] = 0;
-    else w[rec] = held - n;
-    const old = Atomics.sub(w, sem.#st, n);
-    if ((old & PARKED) !== 0) wakeAfterRelease(w, sem.#base, old, n);
+    // Off the record, then back to the word, in one step (holdings.ts give()).
+    const old = give(w, rec, held, n, sem.#slot, STATE);
+    if ((old & SLEEPERS) !== 0) wakeAfterRelease(w, sem.#base, old, n);
   }
 
   static #notOwner(sem: Semaphore, n: number, held: number): never {
@@ -219,7 +238,7 @@ export class Semaphore {
  */
 export class SemaphoreGuard {
   readonly #sem: Semaphore;
-  readonly #heldSince: number;
+  readonly #timed: boolean;
   #held = true;
   /** How many permits this guard holds. */
   readonly permits: number;
@@ -231,11 +250,11 @@ export class SemaphoreGuard {
   readonly abandoned: boolean;
 
   /** @internal */
-  constructor(sem: Semaphore, permits: number, abandoned: boolean, heldSince: number) {
+  constructor(sem: Semaphore, permits: number, abandoned: boolean, timed: boolean) {
     this.#sem = sem;
     this.permits = permits;
     this.abandoned = abandoned;
-    this.#heldSince = heldSince;
+    this.#timed = timed;
   }
 
   /** False once this guard has given its permits back. */
@@ -254,15 +273,17 @@ export class SemaphoreGuard {
    * given them back by `semaphore.release(n)`.
    */
   release(): void {
-    if (!this.#held) {
-      const s = this.#sem;
-      throw new ERR_LOCK_NOT_LOCKED(`${typeof s.name === 'string' ? JSON.stringify(s.name) : `#${s.name}`} (this guard already released its permits)`);
-    }
+    if (!this.#held) alreadyReleased(this.#sem);
     this.#held = false;
-    Semaphore.give(this.#sem, this.permits, this.#heldSince);
+    Semaphore.give(this.#sem, this.permits, this.#timed);
   }
 
   [Symbol.dispose](): void {
     if (this.#held) this.release();
   }
+}
+
+/** Out of line: the message's code would count against what V8 inlines into a caller's loop. */
+function alreadyReleased(s: Semaphore): never {
+  throw new ERR_LOCK_NOT_LOCKED(`${typeof s.name === 'string' ? JSON.stringify(s.name) : `#${s.name}`} (this guard already released its permits)`);
 }

@@ -20,7 +20,7 @@ import { Mutex } from './mutex.js';
 import { Once } from './once.js';
 import { RWLock } from './rwlock.js';
 import { MAX_PERMITS, Semaphore } from './semaphore.js';
-import { kindOps } from './kinds.js';
+import { KINDS } from './kinds.js';
 import { checkInteger } from './options.js';
 import { createBuffer, joinTable, validate } from './memory.js';
 import { decodeWtf8, encodeWtf8Into, fnv1a, wtf8Length } from './name-bytes.js';
@@ -95,7 +95,7 @@ export class LockTable {
     if (words[H_NODES] !== 0) {
       throw new ERR_LOCK_TABLE_INVALID('it is a table of request queues (latchkey\'s own), not of locks');
     }
-    this.#core = joinTable(buffer, words, this, (slot) => this.#label(slot));
+    this.#core = joinTable(buffer, words, this, (slot) => this.#label(slot), KINDS);
   }
 
   /** A new table in a new SharedArrayBuffer. Pass `table.buffer` to other threads and `attach` it there. */
@@ -346,7 +346,7 @@ export class LockTable {
     const base = slotBase(threads, slot);
     const kind = (Atomics.load(words, base + S_USE) & KIND_MASK) >>> KIND_SHIFT;
     const f = (word: number) => f64[(base + word) >> 1];
-    const holders = kindOps[kind]?.holders?.(this.#core, base, slot) ?? [];
+    const holders = this.#core.kinds[kind]?.holders?.(this.#core, base, slot) ?? [];
     return {
       name: this.#nameOf(slot),
       slot,

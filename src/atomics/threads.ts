@@ -29,8 +29,7 @@ import {
   threadBase,
 } from './layout.js';
 import { takeHoldings } from './holdings.js';
-import { kindOps } from './kinds.js';
-import { debug } from './debug.js';
+import { debug } from '../debug.js';
 import { ERR_LOCK_TABLE_FULL } from '../errors.js';
 
 
@@ -202,28 +201,28 @@ export function watchTable(id: string, table: WatchedTable): void {
 }
 
 /** Process-wide tables reserved unborn (memory.ts): watched from their birth, by whichever thread bears them. */
-const reserved: Array<{ buffer: SharedArrayBuffer; recover: WatchedTable['recover'] }> = [];
+const reserved: Array<{ buffer: SharedArrayBuffer; kinds: WatchedTable['kinds']; recover: WatchedTable['recover'] }> = [];
 
 /**
  * Recover dead threads in the reserved table `buffer` once it is born,
  * even if this thread never joins it: a thread recovers the workers it
  * started in every table they may have used.
  */
-export function watchReserved(buffer: SharedArrayBuffer, recover?: WatchedTable['recover']): void {
-  reserved.push({ buffer, recover });
+export function watchReserved(buffer: SharedArrayBuffer, kinds: WatchedTable['kinds'], recover?: WatchedTable['recover']): void {
+  reserved.push({ buffer, kinds, recover });
 }
 
 /** The tables to scan for a dead thread: the watched ones, and the reserved ones born since. */
 function tables(): Iterable<WatchedTable> {
   for (let i = reserved.length - 1; i >= 0; i--) {
-    const { buffer, recover } = reserved[i]!;
+    const { buffer, kinds, recover } = reserved[i]!;
     if (!isBorn(buffer)) continue;
     reserved.splice(i, 1);
     const words = new Int32Array(buffer, 0, buffer.byteLength / 4), id = identityOf(words);
     if (watched.has(id)) continue;
     watched.set(id, {
       words, f64: new Float64Array(buffer, 0, words.length / 2), slots: words[H_SLOTS]!, threads: words[H_THREADS]!,
-      nodes: words[H_NODES]!, id, label: (slot) => `#${slot}`, recover,
+      nodes: words[H_NODES]!, id, kinds, label: (slot) => `#${slot}`, recover,
     });
   }
   return watched.values();
@@ -255,7 +254,7 @@ export function recoverThread(core: WatchedTable, mark: number, stopped: boolean
 function recoverEntry(core: WatchedTable, tid: number, mark: number, stopped: boolean): number {
   const w = core.words, entry = threadBase(tid);
   let released = 0;
-  const kindOf = (base: number) => kindOps[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
+  const kindOf = (base: number) => core.kinds[(Atomics.load(w, base + S_USE) & KIND_MASK) >>> KIND_SHIFT];
   for (let slot = 0; slot < core.slots; slot++) {
     const base = slotBase(core.threads, slot);
     if (kindOf(base)?.recoverOwned?.(w, base, tid)) {

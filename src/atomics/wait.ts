@@ -1,7 +1,8 @@
 /**
  * Waiting: the bounded spin, the blocking wait and the async wait that every
- * primitive's slow path shares.
+ * primitive's slow path shares, and the wait counters they feed.
  */
+import { F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS } from './layout.js';
 
 /**
  * Rounds of exponential backoff a blocking acquirer spends before it parks:
@@ -28,6 +29,22 @@ export class SpinWait {
     if (this.#round >= SPIN_ROUNDS) return false;
     relax(1 << this.#round++);
     return true;
+  }
+}
+
+/**
+ * Watch `w[i]` until it no longer reads `value` (true) or the clock passes
+ * `until` (false), re-reading it about every 100 ns: not in a tight loop,
+ * which would pull the word's cache line away from the thread about to
+ * change it.
+ */
+export function watch(w: Int32Array, i: number, value: number, until: number): boolean {
+  for (;;) {
+    for (let n = 0; n < 16; n++) {
+      if (Atomics.load(w, i) !== value) return true;
+      relax(64);
+    }
+    if (performance.now() >= until) return false;
   }
 }
 
@@ -78,4 +95,27 @@ export async function waitAsyncUntil(
     release();
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * The wait counters of the slot whose first word is `base` (layout.ts:
+ * F_CONTENDED, F_WAIT_TOTAL_NS, F_WAIT_MAX_NS), after an acquisition that
+ * could not go on at once. `ns` is how long it waited, 0 for a wait won by
+ * spinning (under ~2 µs: a clock read would cost more than the wait, so it
+ * adds no time). `contended` is how many acquisitions to count: 1, or 0 for
+ * time alone (a barrier's completer counts its waiters for them).
+ *
+ * Plain float64 stores: exact when the writer holds the lock alone (mutex,
+ * rwlock writer, request queue under its latch), approximate where several
+ * threads finish waiting at once (read shares, permits, barrier and
+ * condition waiters, once callers); an atomic float64 would cost every
+ * path more than the counts are worth.
+ */
+export function recordWait(f64: Float64Array, base: number, ns: number, contended = 1): void {
+  // Not even `+= 0` for time alone: a read-modify-write of the count could
+  // undo another thread's exact one (a barrier's completer counts for all).
+  if (contended !== 0) f64[(base + F_CONTENDED) >> 1] += contended;
+  if (!(ns > 0)) return;
+  f64[(base + F_WAIT_TOTAL_NS) >> 1] += ns;
+  if (ns > f64[(base + F_WAIT_MAX_NS) >> 1]) f64[(base + F_WAIT_MAX_NS) >> 1] = ns;
 }

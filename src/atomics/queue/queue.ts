@@ -7,18 +7,17 @@
 import { threadId } from 'node:worker_threads';
 import type { TableCore, WatchedTable } from '../core.js';
 import { cycleThrough } from '../deadlock.js';
-import { defineKind } from '../kinds.js';
-import { KIND_QUEUE, T_WAIT_SLOT, nodeRegionOf, threadBase } from '../layout.js';
+import { T_WAIT_SLOT, nodeRegionOf, slotBase, threadBase } from '../layout.js';
 import type { Wait } from '../options.js';
 import {
   ACT_RELEASE_OUTER, A_HEAD, A_HELD, ENQ_UNAVAILABLE, ESCALATE, GRANTED, GRANT_ABANDONED, IF_AVAILABLE, type LockMode,
   MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_CLIENT, N_GRANT, N_MODE, N_NEXT, N_OWNER, N_STATE, N_TOKEN, N_TTL,
   type NodePool, PENDING, type Place, STEAL, STOLEN, type Wakes, allocNode, anchorOf, cancel, enqueue, escalatorStandsDown,
-  freeNode, latch, latchWord, nodeAt, outerGranted, placeOf, outerKept, outerReleased, poolOf, recordWait, release, snapshot, tryGrant,
+  freeNode, latch, latchWord, nodeAt, outerGranted, placeOf, outerKept, outerReleased, poolOf, release, snapshot, tryGrant,
   unlatch, wake,
 } from './word.js';
 import { type OuterLock, type OuterOutcome, OuterSeat } from './outer.js';
-import { relax, remaining, waitAsyncUntil } from '../wait.js';
+import { recordWait, relax, remaining, waitAsyncUntil } from '../wait.js';
 import { finishDeferred, recoveriesDeferred } from '../threads.js';
 import { StaleQueue, stillNamed } from './names.js';
 import { ERR_LOCK_DEADLOCK, ERR_LOCK_TIMEOUT, abortErrorFor } from '../../errors.js';
@@ -198,7 +197,7 @@ export class RequestQueue {
     } finally {
       if (waited) Atomics.store(w, waitSlot, 0);
     }
-    if (waited) recordWait(this.#place.p, this.slot, (performance.now() - start) * 1e6);
+    if (waited) recordWait(this.#place.p.f64, slotBase(this.#core.threads, this.slot), (performance.now() - start) * 1e6);
     return this.#grantOf(node);
   }
 
@@ -259,7 +258,7 @@ export class RequestQueue {
       }
       await waitAsyncUntil(w, state, PENDING, req.wait.deadline, signal);
     }
-    if (start !== 0) recordWait(this.#place.p, this.slot, (performance.now() - start) * 1e6);
+    if (start !== 0) recordWait(this.#place.p.f64, slotBase(this.#core.threads, this.slot), (performance.now() - start) * 1e6);
     return this.#grantOf(node);
   }
 
@@ -417,4 +416,3 @@ export function queueHolders(table: WatchedTable, _base: number, slot: number): 
   return out;
 }
 
-defineKind(KIND_QUEUE, { holders: queueHolders });

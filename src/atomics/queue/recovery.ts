@@ -19,7 +19,7 @@ import {
   forgetKeptNodes, settle, unlatch, wakeAll,
 } from './word.js';
 import type { OuterLock } from './outer.js';
-import { debug } from '../debug.js';
+import { debug } from '../../debug.js';
 import { recoverIfGone } from '../threads.js';
 import { nameOfSlot, recoverNameLatch } from './names.js';
 

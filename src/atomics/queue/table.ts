@@ -9,7 +9,7 @@
  * gated table's queues (the host or cluster tier) and where steal notices
  * go. Nothing is registered by an import.
  */
-import type { TableCore } from '../core.js';
+import type { KindOps, TableCore } from '../core.js';
 import {
   F_ACQUIRED, F_CONTENDED, F_HOLD_MAX_NS, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS,
   H_FLAGS, H_HELPER, H_HELPER_BELL, H_NAMED, H_NODES, HEADER_WORDS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, NAME_MAX, S_USE, TABLE_GATED, USE_NAMED, USE_REACH_MASK, identityOf, isBorn, slotBase,
@@ -64,6 +64,10 @@ export function helperState(buffer: SharedArrayBuffer): HelperState {
   };
 }
 
+/** What recovery and deadlock detection need of a queue table's slots: every one is KIND_QUEUE. */
+export const QUEUE_KINDS: ReadonlyArray<KindOps | undefined> = Object.freeze(
+  Array.from({ length: KIND_QUEUE + 1 }, (_, kind) => (kind === KIND_QUEUE ? { holders: queueHolders } : undefined)));
+
 /** Tables this thread has attached, by identity. */
 const attached = new Map<string, QueueTable>();
 
@@ -84,7 +88,7 @@ export class QueueTable {
       throw new ERR_LOCK_TABLE_INVALID(this.#gated ? 'its queues are gated and no outer lock was given' : 'an outer lock was given for ungated queues');
     }
     this.#wiring = wiring;
-    this.#core = joinTable(buffer, words, this, (slot) => this.#label(slot), queueRecovery(wiring.outer && (() => wiring.outer!)));
+    this.#core = joinTable(buffer, words, this, (slot) => this.#label(slot), QUEUE_KINDS, queueRecovery(wiring.outer && (() => wiring.outer!)));
   }
 
   /**

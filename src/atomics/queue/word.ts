@@ -85,7 +85,7 @@
  */
 import type { TableCore, WatchedTable } from '../core.js';
 import {
-  F_ACQUIRED, F_CONTENDED, F_WAIT_MAX_NS, F_WAIT_TOTAL_NS, H_HELPER, H_HELPER_BELL, HELPER_RUNNING, HELPER_SERVING, NODE_WORDS, S_BELL,
+  F_ACQUIRED, H_HELPER, H_HELPER_BELL, HELPER_RUNNING, HELPER_SERVING, NODE_WORDS, S_BELL,
   S_STATE, T_LIVE, T_RECOVERING, slotBase, threadBase,
 } from '../layout.js';
 import { SpinWait } from '../wait.js';
@@ -722,13 +722,6 @@ export function wake(p: NodePool, wakes: Wakes): void {
   for (const node of wakes) Atomics.notify(p.words, nodeAt(p, node) + N_STATE);
 }
 
-/** Counters of a request that waited, written under the latch (race-free). */
-export function recordWait(p: NodePool, slot: number, ns: number): void {
-  const f = p.f64, base = slotBase(p.threads, slot);
-  f[f64At(base + F_CONTENDED)] += 1;
-  f[f64At(base + F_WAIT_TOTAL_NS)] += ns;
-  if (ns > f[f64At(base + F_WAIT_MAX_NS)]) f[f64At(base + F_WAIT_MAX_NS)] = ns;
-}
 
 // --- query ---------------------------------------------------------------------
 
