@@ -203,24 +203,77 @@ function run(q: RequestQueue, work: (abort: AbortController) => Promise<void>, a
     abort,
     done: work(abort!).finally(() => {
       inflight.delete(q.slot);
-      helper.ring(); // a request that came meanwhile is read now
+      // A request that came meanwhile (serve() passed it by: its ring is spent) is read now.
+      const { seq } = q.seat!.mailbox.request();
+      if (seq !== 0 && handled.get(q.slot) !== seq) {
+        owed--; // this ring is its own event
+        helper.ring();
+      }
     }),
   });
 }
 
-/** One pass over the mailboxes; returns ms until a lingering grant is due to go back. */
-function serve(sweeping: boolean): number {
-  let due = SWEEP_MS;
-  for (const q of table.queues()) {
+/**
+ * The queues this thread knows of, from its last pass over every slot. Such
+ * a pass costs 30–60 µs here (1024 slots), and would sit on every hand-over's
+ * path: it is made only when the doorbell rang more often than the known
+ * queues account for (a queue this thread does not know posted), and every
+ * SWEEP_MS. Every ring has its event: a request posted (cluster.ts post()),
+ * or a grant starting to linger (word.ts settle()).
+ */
+let known: RequestQueue[] = [];
+/** The last request and linger counted against a ring, by slot (each is counted once). */
+const countedRequest = new Map<number, number>();
+const countedLinger = new Map<number, number>();
+/** Rings not matched by an event yet (below 0: events seen before their ring was read). */
+let owed = 0;
+
+/** Serve what `rings` rings of the doorbell brought; returns ms until a lingering grant is due to go back. */
+function serve(rings: number, sweeping: boolean): number {
+  owed += rings;
+  let { events, due } = visit(known, sweeping, false);
+  owed -= events;
+  if (owed > 0 || sweeping) {
+    // A queue this thread did not know posted: every slot, and what each is now (a slot may have been given
+    // back and taken by another name: its handle is new).
+    known = [...table.queues()];
+    due = Math.min(due, visit(known, sweeping, true).due);
+    owed = 0;
+  }
+  return due;
+}
+
+/** One look at each of `queues`: answers their requests, gives back what lingered long enough. */
+function visit(queues: RequestQueue[], sweeping: boolean, fresh: boolean): { events: number; due: number } {
+  let events = 0, due = Infinity;
+  for (const q of queues) {
     const seat = q.seat!, until = seat.lingersUntil;
     if (until !== 0) {
+      if (countedLinger.get(q.slot) !== until) {
+        countedLinger.set(q.slot, until);
+        events++;
+      }
       // A grant nobody local uses (the cohort's linger): back to the server once it has lingered long enough.
       const now = performance.timeOrigin + performance.now();
       if (now >= until) seat.releaseIfIdle(now);
       else due = Math.min(due, until - now);
     }
-    const { seq, op } = seat.mailbox.request(), fresh = seq !== 0 && handled.get(q.slot) !== seq;
-    if (fresh && (op & OP_MASK) === OP_CANCEL) {
+    const { seq, op } = seat.mailbox.request();
+    if (seq === 0 || handled.get(q.slot) === seq) {
+      if (sweeping && fresh && held.has(q.slot) && !inflight.has(q.slot)) run(q, () => sweep(q));
+      continue;
+    }
+    if (countedRequest.get(q.slot) !== seq) {
+      countedRequest.set(q.slot, seq);
+      events++;
+    }
+    // A handle known from an earlier pass may name a slot given back and taken by another name since: it
+    // is looked up again (the same handle while the slot still holds its name; else the next full pass).
+    if (!fresh && table.queue(q.name) !== q) {
+      owed++;
+      continue;
+    }
+    if ((op & OP_MASK) === OP_CANCEL) {
       // At once, whatever is on its way for the name: the requester waits for nothing else.
       handled.set(q.slot, seq);
       inflight.get(q.slot)?.abort?.abort(new Error('cancelled'));
@@ -229,21 +282,17 @@ function serve(sweeping: boolean): number {
       if (held.has(q.slot) && !inflight.has(q.slot)) giveBack(q.slot);
       continue;
     }
-    if (inflight.has(q.slot)) continue;
-    if (fresh) {
-      handled.set(q.slot, seq);
-      if ((op & OP_MASK) === OP_RELEASE) run(q, () => release(q, seq, op));
-      else if ((op & OP_MASK) === OP_CLOSE && q.name === CONTROL_NAME) run(q, () => close(q, seq));
-      // Already ours (a thread of ours died between getting it and telling the queue): give it back first.
-      else run(q, async (abort) => {
-        giveBack(q.slot);
-        await acquire(q, seq, op, abort);
-      }, true);
-    } else if (sweeping && held.has(q.slot)) {
-      run(q, () => sweep(q));
-    }
+    if (inflight.has(q.slot)) continue; // read when the work in progress ends (run())
+    handled.set(q.slot, seq);
+    if ((op & OP_MASK) === OP_RELEASE) run(q, () => release(q, seq, op));
+    else if ((op & OP_MASK) === OP_CLOSE && q.name === CONTROL_NAME) run(q, () => close(q, seq));
+    // Already ours (a thread of ours died between getting it and telling the queue): give it back first.
+    else run(q, async (abort) => {
+      giveBack(q.slot);
+      await acquire(q, seq, op, abort);
+    }, true);
   }
-  return due;
+  return { events, due };
 }
 
 const queries = new BroadcastChannel(QUERY_CHANNEL);
@@ -257,11 +306,20 @@ queries.onmessage = (event) => {
 setInterval(() => {}, 0x7fffffff);
 // Serving: grants may linger (as the tier's CohortPolicy says); this thread gives them back.
 helper.set(HELPER_SERVING);
-let lastSweep = performance.now();
+// The sweep's clock: a ring of its own, so that a wait needs no timeout (each timed wait leaves a timer
+// behind in V8 until it would have expired) unless a grant lingers.
+let sweepDue = false;
+setInterval(() => {
+  sweepDue = true;
+  owed--; // this ring is its own event
+  helper.ring();
+}, SWEEP_MS).unref();
+let lastBell = helper.bell;
+owed = 1; // the first pass looks at every slot
 for (;;) {
-  const bell = helper.bell;
-  const sweeping = performance.now() - lastSweep >= SWEEP_MS;
-  if (sweeping) lastSweep = performance.now();
-  const due = serve(sweeping);
+  const bell = helper.bell, sweeping = sweepDue;
+  sweepDue = false;
+  const due = serve((bell - lastBell) | 0, sweeping);
+  lastBell = bell;
   await helper.sleep(bell, due);
 }
