@@ -92,18 +92,16 @@ function compromise(q: RequestQueue, token: number, reason: EngineLoss, detail: 
 /** Another process waits for `key`, which this process holds: its queue is told (no new local pass, no linger). */
 function onWanted(key: string): void {
   for (const grant of held.values()) {
-    if (grant.key === key) markWanted(table.queue(grant.name), grant.token, performance.now() + LOST_GRANT_MS);
+    if (grant.key === key) markWanted(table.queue(grant.name), grant.token);
   }
 }
 
-/** As compromise(): a grant answered but not taken up yet is marked once it is (OuterSeat.wanted() needs it held). */
-function markWanted(q: RequestQueue, token: number, until: number): void {
-  if (held.get(q.slot)?.token !== token) return; // given back meanwhile
-  if (q.seat!.state === 'acquiring') {
-    if (performance.now() < until) setTimeout(() => markWanted(q, token, until), 1);
-    return;
-  }
-  q.seat!.wanted();
+/**
+ * Mark the slot's grant of `token` wanted. A grant answered but not taken up
+ * yet is marked too (OuterSeat.wanted() while acquiring: it starts wanted).
+ */
+function markWanted(q: RequestQueue, token: number): void {
+  if (held.get(q.slot)?.token === token) q.seat!.wanted(); // else given back meanwhile
 }
 
 const reply = (q: RequestQueue, seq: number, result: number, token = 0) => q.seat!.mailbox.reply(seq, result, token);
