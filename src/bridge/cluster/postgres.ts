@@ -540,6 +540,11 @@ export class PostgresEngine implements ClusterEngine {
   /** Park on `c` (claimed) until granted, the deadline (lock_timeout in the server) or an abort (pg_cancel_backend). */
   async #park(c: Conn, key: string, lockKey: string, opts: AcquireOptions): Promise<{ grant: Grant; abandoned: boolean }> {
     const shared = opts.mode === 'shared', signal = opts.signal;
+    if (c.cancelled !== undefined) {
+      // A cancel sent for this session's last wait may still be on its way: it must not land on this one.
+      await c.cancelled;
+      c.cancelled = undefined;
+    }
     const left = opts.deadline - performance.now();
     const bounded = left < LOCK_TIMEOUT_MAX_MS;
     const timeoutMs = bounded ? Math.max(1, Math.ceil(left)) : 0;
@@ -572,7 +577,10 @@ export class PostgresEngine implements ClusterEngine {
         if (kind === 'timeout') throw new EngineError('timeout', `Cannot acquire ${JSON.stringify(key)}: timed out`);
         if ((err as { code?: string }).code === '57014') {
           // Cancelled: in the wait (nothing held) or just after the grant (held, its transaction rolled
-          // back). Let go of the key if held (a WARNING if not; never unlock_all: it drops receipts).
+          // back). Let go of the key if held (a WARNING if not; never unlock_all: it drops receipts), once
+          // every cancel sent is over (a second one could land on the unlock instead).
+          await c.cancelled;
+          c.cancelled = undefined;
           await c.run('lk_unlock', shared ? UNLOCK_SHARED_SQL : UNLOCK_SQL, [lockKey]).catch(() => c.destroy());
           throw signal.aborted ? signal.reason : engineError(err, `Cannot acquire ${JSON.stringify(key)}`);
         }
