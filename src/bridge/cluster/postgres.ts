@@ -513,16 +513,28 @@ export class PostgresEngine implements ClusterEngine {
   async #call(c: Conn, key: string, lockKey: string, shared: boolean, wait: boolean, knock: boolean, timeoutMs: number): Promise<AcquireRow> {
     if (wait) this.stats.parks++;
     else this.stats.tries++;
-    const row = shared || wait
-      ? (await c.run<AcquireRow>('lk_acquire', CALL_ACQUIRE_SQL, [key, lockKey, shared, wait, knock, timeoutMs, this.channel, c.life])).rows[0]!
-      : (await c.run<AcquireRow>('lk_try', TRY_SQL, [key, lockKey, this.channel, c.life, knock])).rows[0]!;
-    if (row.granted && row.token === null) {
-      this.stats.slow++;
-      const r = await c.run<{ token: string; abandoned: boolean }>('lk_slow', GRANT_SLOW_SQL, [key, lockKey, false, this.channel, c.life, row.waited]);
-      row.token = r.rows[0]!.token;
-      row.abandoned = r.rows[0]!.abandoned;
+    try {
+      const row = shared || wait
+        ? (await c.run<AcquireRow>('lk_acquire', CALL_ACQUIRE_SQL, [key, lockKey, shared, wait, knock, timeoutMs, this.channel, c.life])).rows[0]!
+        : (await c.run<AcquireRow>('lk_try', TRY_SQL, [key, lockKey, this.channel, c.life, knock])).rows[0]!;
+      if (row.granted && row.token === null) {
+        this.stats.slow++;
+        const r = await c.run<{ token: string; abandoned: boolean }>('lk_slow', GRANT_SLOW_SQL, [key, lockKey, false, this.channel, c.life, row.waited]);
+        row.token = r.rows[0]!.token;
+        row.abandoned = r.rows[0]!.abandoned;
+      }
+      return row;
+    } catch (err) {
+      // A statement that failed after it took the lock (a deadlock abort of the row update, say) leaves the
+      // session holding it: session advisory locks outlive the rollback. Let go of the key (a WARNING if it was
+      // not held). Not after a timeout (nothing was granted), a cancel (#park does it, once every cancel sent
+      // is over), or a connection gone (it holds nothing any more).
+      const code = (err as { code?: string }).code, kind = kindOf(err);
+      if (!c.dead && code !== '57014' && kind !== 'timeout' && kind !== 'unreachable') {
+        c.run('lk_unlock', shared ? UNLOCK_SHARED_SQL : UNLOCK_SQL, [lockKey]).catch(() => c.destroy());
+      }
+      throw err;
     }
-    return row;
   }
 
   #record(key: string, c: Conn, mode: LockMode, r: AcquireRow): { grant: Grant; abandoned: boolean } {
