@@ -1,7 +1,9 @@
 // Cluster scope: what cannot work is said clearly, as ERR_LOCK_BACKEND, and
 // leaves nothing behind. A LATCHKEY_PG_URL that is not a PostgreSQL URL is
 // refused before anything is queued or connected; a database that does not
-// exist is named as such; and a grant that fails on the server after it
+// exist is named as such; a role that may not create anything works with a
+// schema an administrator made (given the rights the README lists, refused
+// without them); and a grant that fails on the server after it
 // took the lock (here a trigger makes the grant's row update fail) fails
 // the request with the lock let go, not held by a session nobody uses.
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
@@ -43,6 +45,48 @@ describe('cluster configuration and server errors', () => {
     const r = await c.call('lock', { key: 'x', name: fresh('nodb') });
     expect(r).toMatchObject({ granted: false, error: { code: 'ERR_LOCK_BACKEND' } });
     expect(r.error.message).toMatch(/has no such database/);
+  }, 30_000);
+
+  test('a role that may not create anything uses a schema an administrator made, given the rights the README lists', async () => {
+    const tag = `${process.pid}_${Math.floor(Math.random() * 1e9)}`, db = `lk_admin_${tag}`, role = `lk_user_${tag}`;
+    const admin = await pgClient();
+    await admin.query(`CREATE DATABASE ${db}`);
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      const u = new URL(pgUrl());
+      u.pathname = `/${db}`;
+      // The administrator's first use makes the schema.
+      const adm = await clusterKid({ LATCHKEY_PG_URL: u.toString() });
+      expect(await adm.call('lock', { key: 'w', name: 'warm' })).toMatchObject({ granted: true });
+      expect(await adm.call('unlock', { key: 'w' })).toMatchObject({ ok: true });
+      // It ends as a program does (its exit settles its release: nobody is told it died).
+      adm.send({ id: 999, op: 'exit', code: 0 });
+      expect(await adm.exited).toMatchObject({ code: 0 });
+      const own = await pgClient(u.toString());
+      await own.query('REVOKE CREATE ON SCHEMA public FROM PUBLIC');
+      const user = new URL(u);
+      user.username = role;
+      // Without the rights: refused, saying so.
+      const c1 = await clusterKid({ LATCHKEY_PG_URL: user.toString() });
+      const refused = await c1.call('lock', { key: 'x', name: 'x' });
+      expect(refused).toMatchObject({ granted: false, error: { code: 'ERR_LOCK_BACKEND' } });
+      expect(refused.error.message).toMatch(/lacks the rights/);
+      await c1.destroy();
+      // With them: it works, tokens and all, and nothing is created.
+      await own.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON latchkey_reserved, latchkey_live, latchkey_sharers, latchkey_procs TO ${role}`);
+      await own.query(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO ${role}`);
+      await own.query(`GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA public TO ${role}`);
+      const c2 = await clusterKid({ LATCHKEY_PG_URL: user.toString() });
+      const a = await c2.call('lock', { key: 'a', name: 'warm' });
+      expect(a).toMatchObject({ granted: true, abandoned: false });
+      expect(a.token).toBeGreaterThan(1000);
+      expect(await c2.call('unlock', { key: 'a' })).toMatchObject({ ok: true });
+      expect(await c2.call('query')).toMatchObject({ ok: true });
+      await c2.destroy();
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      await admin.query(`DROP ROLE IF EXISTS ${role}`);
+    }
   }, 30_000);
 
   test('a grant that fails on the server after taking the lock: the request fails ERR_LOCK_BACKEND and the lock is let go', async () => {
