@@ -4,8 +4,8 @@
  * chart of the ratios), and prints the table.
  * Flags: --quick (short runs, for a smoke test; prints, writes nothing);
  * --only SECTION[,SECTION] (threads, rwlock, semaphore, condition, locks,
- * host, cluster: only those; prints, writes nothing: the results files
- * keep a whole run).
+ * host, cluster: only those; prints the table and each figure's note,
+ * writes nothing: the results files keep a whole run).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -93,3 +93,5 @@ if (!quick && only === undefined) {
   writeFileSync(`${results}latest.svg`, svgChart(figures, header));
 }
 console.log(`${header}\n\n${table}`);
+// A partial run is read on its own: each figure's note (spreads, per-trial ratios) too.
+if (only !== undefined) for (const f of figures) if (f.note !== undefined) console.log(`- ${f.figure}: ${f.note}`);
