@@ -241,6 +241,15 @@ function serve(rings: number, sweeping: boolean): number {
   return due;
 }
 
+/** Whether the table still resolves `q`'s name to `q` (its slot was not given back and taken by another name). */
+function stillTheSame(q: RequestQueue): boolean {
+  try {
+    return table.queue(q.name) === q;
+  } catch {
+    return false; // the table is full: the next full pass sorts it out
+  }
+}
+
 /** One look at each of `queues`: answers their requests, gives back what lingered long enough. */
 function visit(queues: RequestQueue[], sweeping: boolean, fresh: boolean): { events: number; due: number } {
   let events = 0, due = Infinity;
@@ -267,7 +276,7 @@ function visit(queues: RequestQueue[], sweeping: boolean, fresh: boolean): { eve
     }
     // A handle known from an earlier pass may name a slot given back and taken by another name since: it
     // is looked up again (the same handle while the slot still holds its name; else the next full pass).
-    if (!fresh && table.queue(q.name) !== q) {
+    if (!fresh && !stillTheSame(q)) {
       owed++;
       continue;
     }
