@@ -1,106 +1,141 @@
 /**
- * The cluster tier's figures, on the PostgreSQL server LATCHKEY_PG_URL names
- * (none: skipped, with a line saying so): uncontended lockSync()+unlock()
- * beside the advisory-lock npm package on the same server; 4 processes
- * contended, empty section, beside advisory-lock under the same workload
- * (an overlap log proves both exact); and the wake-up of a waiting process
- * after a release beside a client that polls pg_try_advisory_lock every
- * 10 ms.
+ * The cluster tier's figures (issue 14's targets), on the PostgreSQL server
+ * LATCHKEY_PG_URL names (none: skipped, with a line saying so), each beside
+ * its floor from the same run (bench/README.md says what each row measures):
  *
- * Standalone: `node dist/bench/cluster.js [--quick]` prints the table.
+ * Uncontended, one process per kind, kept alive; each round asks every kind
+ * (in a shuffled order) for one batch of lock + unlock; per kind the median
+ * over rounds, and the median of the per-round ratios to the floor (paired:
+ * a noisy round moves both):
+ *   floor          pg client: pg_try_advisory_lock + pg_advisory_unlock
+ *   latchkey       lockSync() + unlock(), every grant from the server
+ *   re-take        lockSync() + unlock() of a name nobody else waits for
+ *   advisory-lock  the npm package, lock() + release()
+ * Contended, 4 processes, one name, empty section, kinds interleaved trial
+ * by trial (floor, advisory-lock, latchkey), each process warmed up first
+ * (1.5 s of the same workload): throughput, hand-over (exit of
+ * one process's section → enter of the next process's, at each change of
+ * process), wait p99, each process's share; the overlap log (no section
+ * entered before the previous one left) and, for latchkey, tokens rising in
+ * grant order, checked in every trial (a failure fails the run). Ratios are
+ * per trial (each latchkey trial against the floor trial just before it).
+ *
+ * Standalone: `node dist/bench/cluster.js [--quick]` prints the table and
+ * the spread of each ratio.
  */
-import { fork } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { locks } from '../src/index.js';
-import { overlapLog, startTogether } from './processes.js';
-import { advisoryLock } from './workers/cluster-advisory-lock.js';
+import { startTogether } from './processes.js';
 import { type Figure, figure, markdown, median, percentile } from './report.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const log = (s: string) => process.stderr.write(`${s}\n`);
-/** Names of this run only: the server's token table outlives every run. */
+/** Names of this run only: the server's tables outlive every run. */
 const run = `bench:cluster:${process.pid}:${randomBytes(3).toString('hex')}`;
+const PROCS = 4;
 
-/** µs per op: median over `batches` batches of `batch` ops, after a warm-up. */
-async function perOpUs(op: () => unknown, batch: number, batches: number): Promise<number> {
-  for (let i = 0; i < Math.min(batch, 20); i++) await op();
-  const per: number[] = [];
-  for (let b = 0; b < batches; b++) {
-    const t0 = performance.now();
-    for (let i = 0; i < batch; i++) await op();
-    per.push(((performance.now() - t0) * 1000) / batch);
-  }
-  return median(per);
+const fmt = (n: number) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+/** "median (min–max)" of `xs`. */
+export const spread = (xs: number[]) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
+
+function next<T>(c: ChildProcess): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`bench child exited with ${code}`));
+    c.once('exit', onExit);
+    c.once('message', (m) => {
+      c.off('exit', onExit);
+      resolve(m as T);
+    });
+  });
 }
 
-interface Run { opsPerSec: number; p50Ms: number; p99Ms: number; exact: boolean; shares: number[]; handoffUs: number[] }
+// --- uncontended ---------------------------------------------------------------
 
-/** `processes` contending for one name for `ms`; the overlap log proves exclusion. */
-async function contendedRun(kind: 'latchkey' | 'advisory-lock', processes: number, ms: number, trial: number): Promise<Run> {
-  const dir = mkdtempSync(join(tmpdir(), 'latchkey-bench-'));
-  const name = `${run}:contend:${kind}:${trial}`;
+type UKind = 'pg-try' | 'latchkey' | 'retake' | 'advisory-lock';
+/** Ops per batch: about the same time each (advisory-lock connects per lock; a re-take is µs). */
+const BATCH: Record<UKind, number> = { 'pg-try': 200, latchkey: 200, retake: 5000, 'advisory-lock': 20 };
+
+interface Uncontended { us: Record<UKind, number[]>; cpuUs: Record<UKind, number[]> }
+
+async function uncontended(rounds: number): Promise<Uncontended> {
+  const kinds: UKind[] = ['pg-try', 'latchkey', 'retake', 'advisory-lock'];
+  const children = new Map(kinds.map((k) => [k, fork(here('./workers/cluster-uncontended.js'), [k, `${run}:u:${k}`], {
+    execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })]));
   try {
-    const children = Array.from({ length: processes }, (_, i) =>
-      fork(here('./workers/cluster-contend.js'), [kind, name, String(ms), join(dir, `log-${i}`)], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-    const results = await startTogether<{ ops: number; waits: number[] }>(children, 200_000_000n);
-    const { exact, handoffUs } = overlapLog(Array.from({ length: processes }, (_, p) => ({ file: join(dir, `log-${p}`), proc: p })));
-    const perProcess = results.map((r) => r.ops);
-    const ops = perProcess.reduce((a, b) => a + b, 0);
+    await Promise.all([...children.values()].map((c) => next(c)));
+    const out: Uncontended = { us: { 'pg-try': [], latchkey: [], retake: [], 'advisory-lock': [] }, cpuUs: { 'pg-try': [], latchkey: [], retake: [], 'advisory-lock': [] } };
+    for (let r = 0; r < rounds; r++) {
+      for (const k of [...kinds].sort(() => Math.random() - 0.5)) {
+        const c = children.get(k)!, reply = next<{ us: number; cpuUs: number }>(c);
+        c.send({ n: BATCH[k] });
+        const { us, cpuUs } = await reply;
+        out.us[k].push(us);
+        out.cpuUs[k].push(cpuUs);
+      }
+    }
+    return out;
+  } finally {
+    for (const c of children.values()) c.kill();
+  }
+}
+
+// --- contended -----------------------------------------------------------------
+
+type CKind = 'pg-block' | 'advisory-lock' | 'latchkey';
+
+interface Trial {
+  opsPerSec: number;
+  handoffP50Us: number;
+  waitP99Ms: number;
+  shares: number[];
+  /** Client CPU per grant, µs (every process's, over the loop). */
+  cpuUs: number;
+  exact: boolean;
+  tokensRise: boolean;
+}
+
+async function contendedTrial(kind: CKind, ms: number, warmMs: number, t: number): Promise<Trial> {
+  const dir = mkdtempSync(join(tmpdir(), 'latchkey-bench-'));
+  const name = `${run}:c:${kind}:${t}`;
+  try {
+    const children = Array.from({ length: PROCS }, (_, i) =>
+      fork(here('./workers/cluster-contend.js'), [kind, name, String(ms), join(dir, `log-${i}`), String(warmMs)], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const results = await startTogether<{ ops: number; waits: number[]; cpuMs: number }>(children, 300_000_000n);
+    // The overlap log: [enter, exit, token] triples of every process, in order of enter.
+    const iv: Array<[number, number, number, number]> = [];
+    for (let p = 0; p < PROCS; p++) {
+      const b = readFileSync(join(dir, `log-${p}`));
+      const x = new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+      for (let i = 0; i + 2 < x.length; i += 3) iv.push([x[i]!, x[i + 1]!, x[i + 2]!, p]);
+    }
+    iv.sort((a, b) => a[0] - b[0]);
+    let exact = true, tokensRise = true;
+    const handoff: number[] = [];
+    for (let i = 1; i < iv.length; i++) {
+      if (iv[i]![0] < iv[i - 1]![1]) exact = false;
+      if (kind === 'latchkey' && !(iv[i]![2] > iv[i - 1]![2])) tokensRise = false;
+      if (iv[i]![3] !== iv[i - 1]![3]) handoff.push((iv[i]![0] - iv[i - 1]![1]) / 1000);
+    }
+    const ops = results.reduce((a, r) => a + r.ops, 0);
     const waits = Float64Array.from(results.flatMap((r) => r.waits)).sort();
     return {
-      opsPerSec: (ops / ms) * 1000, p50Ms: percentile(waits, 0.5), p99Ms: percentile(waits, 0.99), exact,
-      shares: perProcess.map((x) => x / ops), handoffUs,
+      opsPerSec: (ops / ms) * 1000, handoffP50Us: percentile(Float64Array.from(handoff).sort(), 0.5), waitP99Ms: percentile(waits, 0.99),
+      shares: results.map((r) => r.ops / ops), cpuUs: (results.reduce((a, r) => a + r.cpuMs, 0) * 1000) / ops, exact, tokensRise,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-type Reply = Record<string, string | boolean>;
-function ask(c: ReturnType<typeof fork>, m: { op: string }, key: string): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null) => reject(new Error(`bench child exited with ${code}`));
-    const onMessage = (r: Reply) => {
-      if (!(key in r)) return;
-      c.off('message', onMessage);
-      c.off('exit', onExit);
-      resolve(r);
-    };
-    c.on('message', onMessage);
-    c.once('exit', onExit);
-    c.send(m);
-  });
-}
+// --- the figures ------------------------------------------------------------------
 
-/** Release → a waiting process granted, µs, one round at a time: the holder releases, the waiter (waiting already) is timed. */
-async function wakeUs(kind: 'latchkey' | 'poll', rounds: number): Promise<number[]> {
-  const name = `${run}:wake:${kind}`;
-  const start = (role: string) => fork(here('./workers/cluster-handoff.js'), [kind, role, name], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const holder = start('holder'), waiter = start('waiter');
-  try {
-    await Promise.all([holder, waiter].map((c) => new Promise((r) => c.once('message', r))));
-    await Promise.all([ask(holder, { op: 'ready?' }, 'ready'), ask(waiter, { op: 'ready?' }, 'ready')]);
-    const out: number[] = [];
-    for (let i = 0; i < rounds; i++) {
-      await ask(holder, { op: 'take' }, 'taken');
-      const granted = ask(waiter, { op: 'wait' }, 'grantedNs');
-      // The waiter waits by now; a jitter so that a poller's phase is not always the same.
-      await new Promise((r) => setTimeout(r, 80 + Math.random() * 20));
-      const { releasedNs } = await ask(holder, { op: 'release' }, 'releasedNs');
-      const { grantedNs } = await granted;
-      out.push(Number(BigInt(grantedNs as string) - BigInt(releasedNs as string)) / 1000);
-    }
-    return out;
-  } finally {
-    holder.kill('SIGKILL');
-    waiter.kill('SIGKILL');
-  }
-}
+const pct = (x: number) => `${(x * 100).toFixed(0)} %`;
 
 export async function clusterBench(quick: boolean): Promise<Figure[]> {
   const url = process.env.LATCHKEY_PG_URL;
@@ -108,56 +143,72 @@ export async function clusterBench(quick: boolean): Promise<Figure[]> {
     log('cluster tier skipped: LATCHKEY_PG_URL is not set (a PostgreSQL server, e.g. what .ci/postgres starts)');
     return [];
   }
-  const figures: Figure[] = [];
   const where = new URL(url).host;
+  const figures: Figure[] = [];
 
-  // Uncontended: one process, one name, acquire + release in a loop.
-  const name = `${run}:uncontended`;
-  const lk = await perOpUs(() => locks.lockSync(name, { scope: 'cluster' })!.unlock(), quick ? 50 : 200, quick ? 3 : 7);
-  const mutex = advisoryLock(url)(`${run}:uncontended:advisory-lock`);
-  const al = await perOpUs(async () => {
-    const release = await mutex.lock();
-    await release();
-  }, quick ? 20 : 50, quick ? 3 : 5);
+  log('  cluster uncontended …');
+  const u = await uncontended(quick ? 3 : 11);
+  const ratio = (k: UKind) => u.us[k].map((x, i) => x / u.us['pg-try'][i]!);
+  const floorUs = median(u.us['pg-try']);
   figures.push(figure({
-    figure: 'cluster lock uncontended: lockSync() + unlock() (PostgreSQL session advisory lock)', unit: 'µs', better: 'lower',
-    latchkey: lk, anchorName: 'advisory-lock: lock() + release()', anchor: al,
-    note: `server ${where}; advisory-lock opens a connection per lock(), latchkey keeps the agent's session`,
+    figure: 'cluster uncontended: lockSync() + unlock(), every grant from the server', unit: 'µs', better: 'lower', target: '≤ 2×',
+    latchkey: median(u.us.latchkey), anchorName: 'pg: pg_try_advisory_lock + pg_advisory_unlock', anchor: floorUs,
+    note: `server ${where}; per-round ratios ${spread(ratio('latchkey'))}×; floor ${spread(u.us['pg-try'])} µs; `
+      + `client CPU per op ${fmt(median(u.cpuUs.latchkey))} µs (floor ${fmt(median(u.cpuUs['pg-try']))} µs; the agent thread's included)`,
+  }));
+  figures.push(figure({
+    figure: 'cluster re-take: lockSync() + unlock() of a name nobody else waits for', unit: 'µs', better: 'lower', target: '≤ 0.5×',
+    latchkey: median(u.us.retake), anchorName: 'pg: pg_try_advisory_lock + pg_advisory_unlock', anchor: floorUs,
+    note: `per-round ratios ${spread(ratio('retake'))}×`,
+  }));
+  figures.push(figure({
+    figure: 'cluster uncontended (anchor only): advisory-lock (npm) lock() + release()', unit: 'µs', better: 'lower',
+    latchkey: median(u.us['advisory-lock']), anchorName: 'pg: pg_try_advisory_lock + pg_advisory_unlock', anchor: floorUs,
+    note: `per-round ratios ${spread(ratio('advisory-lock'))}×; it opens a connection per lock()`,
   }));
 
-  // Contended: 4 processes, empty section.
-  const ms = quick ? 1000 : 3000, trials = quick ? 1 : 3;
-  const lkRuns: Run[] = [], alRuns: Run[] = [];
+  const ms = quick ? 1000 : 3000, trials = quick ? 1 : 5;
+  const all: Record<CKind, Trial[]> = { 'pg-block': [], 'advisory-lock': [], latchkey: [] };
   for (let t = 0; t < trials; t++) {
-    alRuns.push(await contendedRun('advisory-lock', 4, ms, t));
-    lkRuns.push(await contendedRun('latchkey', 4, ms, t));
+    for (const k of ['pg-block', 'advisory-lock', 'latchkey'] as const) {
+      log(`  cluster contended, trial ${t + 1}/${trials}: ${k} …`);
+      all[k].push(await contendedTrial(k, ms, quick ? 300 : 1500, t));
+    }
   }
-  if (![...lkRuns, ...alRuns].every((r) => r.exact)) {
-    throw new Error(`cluster contended: two holders overlapped (latchkey ${lkRuns.map((r) => r.exact)}, advisory-lock ${alRuns.map((r) => r.exact)})`);
+  for (const k of ['pg-block', 'advisory-lock', 'latchkey'] as const) {
+    if (!all[k].every((x) => x.exact)) throw new Error(`cluster contended: two ${k} holders overlapped`);
   }
-  const share = Math.min(...lkRuns.flatMap((r) => r.shares));
+  if (!all.latchkey.every((x) => x.tokensRise)) throw new Error('cluster contended: latchkey tokens did not rise in grant order');
+  const floor = all['pg-block'], lk = all.latchkey, al = all['advisory-lock'];
+  const per = (f: (x: Trial) => number, xs: Trial[]) => xs.map((x, i) => f(x) / f(floor[i]!));
+  const m = (f: (x: Trial) => number, xs: Trial[]) => median(xs.map(f));
+  const shares = (xs: Trial[]) => xs.map((x) => x.shares.map(pct).join('/')).join(', ');
   figures.push(figure({
-    figure: 'cluster lock, 4 processes contended, empty section: throughput', unit: 'ops/s', better: 'higher',
-    latchkey: median(lkRuns.map((r) => r.opsPerSec)), anchorName: 'advisory-lock, same workload', anchor: median(alRuns.map((r) => r.opsPerSec)),
-    note: `exact (overlap log); smallest process share ${(share * 100).toFixed(0)} % (advisory-lock ${(Math.min(...alRuns.flatMap((r) => r.shares)) * 100).toFixed(0)} %)`,
+    figure: `cluster ${PROCS} processes contended, empty section: throughput`, unit: 'ops/s', better: 'higher', target: '≥ 0.5×',
+    latchkey: m((x) => x.opsPerSec, lk), anchorName: 'pg: waiters blocking in pg_advisory_lock', anchor: m((x) => x.opsPerSec, floor),
+    note: `per-trial ratios ${spread(per((x) => x.opsPerSec, lk))}×; floor ${spread(floor.map((x) => x.opsPerSec))} ops/s; `
+      + `client CPU per grant ${fmt(m((x) => x.cpuUs, lk))} µs (floor ${fmt(m((x) => x.cpuUs, floor))} µs); exact (overlap log), tokens rising`,
   }));
   figures.push(figure({
-    figure: 'cluster lock, 4 processes contended: wait p99', unit: 'ms', better: 'lower',
-    latchkey: median(lkRuns.map((r) => r.p99Ms)), anchorName: 'advisory-lock', anchor: median(alRuns.map((r) => r.p99Ms)),
-    note: `p50 ${median(lkRuns.map((r) => r.p50Ms)).toFixed(2)} ms vs ${median(alRuns.map((r) => r.p50Ms)).toFixed(2)} ms; `
-      + `process shares latchkey ${lkRuns.map((r) => r.shares.map((x) => `${(x * 100).toFixed(0)}%`).join('/')).join(', ')}, `
-      + `advisory-lock ${alRuns.map((r) => r.shares.map((x) => `${(x * 100).toFixed(0)}%`).join('/')).join(', ')}`,
+    figure: `cluster ${PROCS} processes contended: hand-over p50 (exit → next process's enter)`, unit: 'µs', better: 'lower', target: '≤ 2×',
+    latchkey: m((x) => x.handoffP50Us, lk), anchorName: 'pg: waiters blocking in pg_advisory_lock', anchor: m((x) => x.handoffP50Us, floor),
+    note: `per-trial ratios ${spread(per((x) => x.handoffP50Us, lk))}×; floor ${spread(floor.map((x) => x.handoffP50Us))} µs`,
   }));
-
-  // Wake-up: release → the waiting process granted.
-  const rounds = quick ? 10 : 40;
-  const lkWake = await wakeUs('latchkey', rounds);
-  const pollWake = await wakeUs('poll', rounds);
   figures.push(figure({
-    figure: 'cluster lock wake-up: release → waiting process granted (median)', unit: 'µs', better: 'lower',
-    latchkey: median(lkWake), anchorName: 'client polling pg_try_advisory_lock every 10 ms', anchor: median(pollWake),
-    note: `p90 ${percentile(Float64Array.from(lkWake).sort(), 0.9).toFixed(0)} µs vs ${percentile(Float64Array.from(pollWake).sort(), 0.9).toFixed(0)} µs; `
-      + `hand-over in the contended run (exit → next process's enter, median) ${median(lkRuns.flatMap((r) => r.handoffUs)).toFixed(0)} µs`,
+    figure: `cluster ${PROCS} processes contended: wait p99`, unit: 'ms', better: 'lower', target: '≤ 1× (advisory-lock)',
+    latchkey: m((x) => x.waitP99Ms, lk), anchorName: 'advisory-lock (npm), same workload', anchor: m((x) => x.waitP99Ms, al),
+    note: `latchkey ${spread(lk.map((x) => x.waitP99Ms))} ms, advisory-lock ${spread(al.map((x) => x.waitP99Ms))} ms, floor ${spread(floor.map((x) => x.waitP99Ms))} ms`,
+  }));
+  figures.push(figure({
+    figure: `cluster ${PROCS} processes contended: smallest process share`, unit: '%', better: 'higher', target: '≥ 15 %',
+    latchkey: Math.min(...lk.flatMap((x) => x.shares)) * 100, anchorName: 'pg: waiters blocking in pg_advisory_lock',
+    anchor: Math.min(...floor.flatMap((x) => x.shares)) * 100,
+    note: `every trial's shares: latchkey ${shares(lk)}; floor ${shares(floor)}`,
+  }));
+  figures.push(figure({
+    figure: `cluster ${PROCS} processes contended (anchor only): advisory-lock (npm) throughput`, unit: 'ops/s', better: 'higher',
+    latchkey: m((x) => x.opsPerSec, al), anchorName: 'pg: waiters blocking in pg_advisory_lock', anchor: m((x) => x.opsPerSec, floor),
+    note: `per-trial ratios ${spread(per((x) => x.opsPerSec, al))}×; hand-over p50 ${fmt(m((x) => x.handoffP50Us, al))} µs; smallest share ${pct(Math.min(...al.flatMap((x) => x.shares)))}`,
   }));
   await forgetRun(url);
   return figures;
@@ -168,7 +219,7 @@ async function forgetRun(url: string): Promise<void> {
   const c = new pg.Client({ connectionString: url, application_name: 'latchkey-bench' });
   try {
     await c.connect();
-    for (const t of ['latchkey_tokens', 'latchkey_leases', 'latchkey_waiters']) await c.query(`DELETE FROM ${t} WHERE name LIKE $1`, [`${run}%`]);
+    for (const t of ['latchkey_reserved', 'latchkey_live']) await c.query(`DELETE FROM ${t} WHERE name LIKE $1`, [`${run}%`]);
   } catch (err) {
     log(`cluster bench: could not remove its rows: ${(err as Error).message}`);
   } finally {

@@ -2,7 +2,10 @@
  * `npm run bench`: every latchkey figure beside its anchor, measured in the
  * same run; writes bench/results/latest.json, latest.md (the table) and latest.svg (a
  * chart of the ratios), and prints the table.
- * Flags: --quick (short runs, for a smoke test; prints, writes nothing).
+ * Flags: --quick (short runs, for a smoke test; prints, writes nothing);
+ * --only SECTION[,SECTION] (threads, rwlock, semaphore, condition, locks,
+ * host, cluster: only those; prints the table and each figure's note,
+ * writes nothing: the results files keep a whole run).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -19,6 +22,14 @@ import { hostBench } from './host.js';
 import { clusterBench } from './cluster.js';
 
 const quick = process.argv.includes('--quick');
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt < 0 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','));
+const sections = ['threads', 'rwlock', 'semaphore', 'condition', 'locks', 'host', 'cluster'];
+if (only !== undefined && (only.size === 0 || [...only].some((s) => !sections.includes(s)))) {
+  throw new Error(`--only takes a comma-separated list of ${sections.join(', ')}; got ${JSON.stringify(process.argv[onlyAt + 1])}`);
+}
+/** Whether section `s` runs. */
+const runs = (s: string) => only === undefined || only.has(s);
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -35,32 +46,46 @@ function v8Mutex(floorNs: number): Figure[] {
 }
 
 const figures: Figure[] = [];
-log('uncontended (tinybench) …');
-const u = await uncontended(quick ? 200 : 1000);
-figures.push(...u);
-figures.push(...v8Mutex(u[0]!.anchor));
-log('contended (2 and 4 workers) …');
-figures.push(...await contended(quick ? 150 : 250, quick ? 1 : 9));
-log('hand-off latency …');
-figures.push(...await handoff(quick ? 200 : 1000));
-log('rwlock …');
-figures.push(...await rwlockBench(quick));
-log('semaphore …');
-figures.push(...await semaphoreBench(quick));
-log('condition …');
-figures.push(...await conditionBench(quick));
-log('front door: locks.request() …');
-figures.push(...await locksBench(quick, log));
-log('host tier: file and SQLite backends, processes …');
-figures.push(...await hostBench(quick));
-log('cluster tier: PostgreSQL (LATCHKEY_PG_URL) …');
-figures.push(...await clusterBench(quick));
+if (runs('threads')) {
+  log('uncontended (tinybench) …');
+  const u = await uncontended(quick ? 200 : 1000);
+  figures.push(...u);
+  figures.push(...v8Mutex(u[0]!.anchor));
+  log('contended (2 and 4 workers) …');
+  figures.push(...await contended(quick ? 150 : 250, quick ? 1 : 9));
+  log('hand-off latency …');
+  figures.push(...await handoff(quick ? 200 : 1000));
+}
+if (runs('rwlock')) {
+  log('rwlock …');
+  figures.push(...await rwlockBench(quick));
+}
+if (runs('semaphore')) {
+  log('semaphore …');
+  figures.push(...await semaphoreBench(quick));
+}
+if (runs('condition')) {
+  log('condition …');
+  figures.push(...await conditionBench(quick));
+}
+if (runs('locks')) {
+  log('front door: locks.request() …');
+  figures.push(...await locksBench(quick, log));
+}
+if (runs('host')) {
+  log('host tier: file and SQLite backends, processes …');
+  figures.push(...await hostBench(quick));
+}
+if (runs('cluster')) {
+  log('cluster tier: PostgreSQL (LATCHKEY_PG_URL) …');
+  figures.push(...await clusterBench(quick));
+}
 
 const table = markdown(figures);
 const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
 // This file runs from dist/bench/: the results go to the source tree's
 // bench/results/. A --quick smoke run's figures are not worth keeping.
-if (!quick) {
+if (!quick && only === undefined) {
   const results = here('../../bench/results/');
   mkdirSync(results, { recursive: true });
   writeFileSync(`${results}latest.json`, JSON.stringify({ header, node: process.version, figures }, null, 2));
@@ -68,3 +93,5 @@ if (!quick) {
   writeFileSync(`${results}latest.svg`, svgChart(figures, header));
 }
 console.log(`${header}\n\n${table}`);
+// A partial run is read on its own: each figure's note (spreads, per-trial ratios) too.
+if (only !== undefined) for (const f of figures) if (f.note !== undefined) console.log(`- ${f.figure}: ${f.note}`);

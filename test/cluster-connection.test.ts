@@ -14,10 +14,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
 import {
-  clusterChild, clusterCleanup, exclusiveGate, forgetNames, hr, pgClient, pgRestartCommand, pgUrl, readyChild, restartServer,
-  uniquePrefix, useServerGate,
+  clusterChild, clusterCleanup, exclusiveGate, forgetNames, holdersOnServer, hr, pgClient, pgRestartCommand, pgUrl, readyChild, restartServer,
+  terminateHolder, uniquePrefix, useServerGate, waitingOnServer,
 } from './fixtures/cluster-util.js';
-import type pg from 'pg';
 
 pgUrl(); // no server, no test: fail here, loudly
 const PREFIX = uniquePrefix('conn');
@@ -31,22 +30,6 @@ afterAll(async () => {
   for (const d of work) fs.rmSync(d, { recursive: true, force: true });
   await forgetNames(PREFIX);
 });
-
-/** Terminate the backend that holds `name` (the holder's 'latchkey' session); how many were terminated. */
-async function terminateHolder(c: pg.Client, name: string): Promise<number> {
-  const r = await c.query<{ ok: boolean }>(
-    `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
-      WHERE application_name = 'latchkey' AND pid IN (SELECT backend_pid FROM latchkey_leases WHERE name = $1)`, [name]);
-  return r.rows.filter((x) => x.ok).length;
-}
-
-async function waitingOnServer(c: pg.Client, name: string, pid: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while ((await c.query('SELECT 1 FROM latchkey_waiters WHERE name = $1 AND pid = $2', [name, pid])).rowCount === 0) {
-    if (Date.now() > deadline) throw new Error(`process ${pid} never showed in latchkey_waiters for ${name}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('cluster connection lost', () => {
   test('pg_terminate_backend on a guard holder: told before anybody else gets in, unlock() throws ERR_LOCK_COMPROMISED, a waiter is granted', async () => {
@@ -92,9 +75,9 @@ describe('cluster connection lost', () => {
     const [holder, waiter] = await Promise.all([clusterChild(), clusterChild()]);
     const h = await holder.call('lock', { key: 'h', name });
     expect(h).toMatchObject({ granted: true });
-    const { rows } = await pg.query<{ pid: number }>('SELECT backend_pid AS pid FROM latchkey_leases WHERE name = $1', [name]);
+    const rows = await holdersOnServer(pg, name);
     expect(rows).toHaveLength(1);
-    const backend = rows[0]!.pid;
+    const backend = rows[0]!;
     process.kill(backend, 'SIGSTOP');
     const frozenAt = hr();
     try {

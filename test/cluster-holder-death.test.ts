@@ -7,7 +7,7 @@ import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import {
-  clusterChild, clusterCleanup, forgetNames, hr, msBetween, pgClient, pgUrl, uniquePrefix, useServerGate,
+  clusterChild, clusterCleanup, forgetNames, hr, msBetween, pgClient, pgUrl, uniquePrefix, useServerGate, waitingOnServer,
 } from './fixtures/cluster-util.js';
 import { hostFixture } from './fixtures/host-util.js';
 import { askerToldOfDeath, oneOfTwoToldOfDeath, waiterToldOfDeath } from './fixtures/tier-util.js';
@@ -28,12 +28,7 @@ describe('cluster holder death', () => {
     // The holder tells the parent (IPC reply) once it holds the lock; the
     // waiter is really waiting once the server lists it.
     const ms = await waiterToldOfDeath(holder, waiter, name, async () => {
-      const pg = await pgClient();
-      const deadline = Date.now() + 5000;
-      while ((await pg.query('SELECT 1 FROM latchkey_waiters WHERE name = $1 AND pid = $2', [name, waiter.pid])).rowCount === 0) {
-        if (Date.now() > deadline) throw new Error('the waiter never showed in latchkey_waiters');
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await waitingOnServer(await pgClient(), name, waiter.pid);
     });
     console.log(`[holder death] granted ${ms.toFixed(1)} ms after the SIGKILL`);
   }, 30_000);

@@ -6,8 +6,9 @@
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import {
   Child, backendsOf, clientIdOf, closeClients, closedPort, clusterChild, clusterCleanup, forgetNames, hr, msBetween, pgClient, pgPort, pgUrl,
-  portsTo, uniquePrefix, useServerGate,
+  portsTo, serverLocks, uniquePrefix, useServerGate,
 } from './fixtures/cluster-util.js';
+import { keyOf } from '../src/bridge/cluster/postgres-schema.js';
 import type pg from 'pg';
 
 pgUrl(); // no server, no test: fail here, loudly
@@ -33,9 +34,9 @@ async function lockWhenFree(c: Child, key: string, name: string, opts: Record<st
   }
 }
 
-async function rowsFor(c: pg.Client, table: 'latchkey_waiters' | 'latchkey_leases', name: string, pid: number): Promise<number> {
-  const r = await c.query(`SELECT 1 FROM ${table} x JOIN pg_stat_activity a ON a.pid = x.backend_pid WHERE x.name = $1 AND x.pid = $2`, [name, pid]);
-  return r.rowCount ?? 0;
+/** Sessions of process `pid` waiting for (or holding) `name` in the server's lock manager. */
+async function rowsFor(c: pg.Client, what: 'waiting' | 'holding', name: string, pid: number): Promise<number> {
+  return (await serverLocks(c, name)).filter((x) => x.pid === pid && x.granted === (what === 'holding')).length;
 }
 
 describe('cluster options', () => {
@@ -61,12 +62,12 @@ describe('cluster options', () => {
     expect(q.ok).toBe(true);
     expect(mine(q.q.pending, name), 'pending after the timeouts').toEqual([]);
     expect(mine(q.q.held, name)).toEqual([{ name, mode: 'exclusive', clientId: clientIdOf(a.pid) }]);
-    expect(await rowsFor(pg, 'latchkey_waiters', name, b.pid)).toBe(0);
+    expect(await rowsFor(pg, 'waiting', name, b.pid)).toBe(0);
     // Nothing kept in the background: once the holder lets go, a third process gets it, and b never did.
     expect(await a.call('unlock', { key: 'h' })).toMatchObject({ ok: true });
     const g = await lockWhenFree(c, 'c', name);
     expect(g, 'a timed-out request must not take the lock later').toMatchObject({ granted: true });
-    expect(await rowsFor(pg, 'latchkey_leases', name, b.pid)).toBe(0);
+    expect(await rowsFor(pg, 'holding', name, b.pid)).toBe(0);
     expect(b.seen((m) => m.ev === 'granted')).toBe(false);
     expect(await c.call('unlock', { key: 'c' })).toMatchObject({ ok: true });
   }, 30_000);
@@ -228,12 +229,15 @@ describe('cluster options', () => {
     console.log(`[connections] child sockets to the server: ${ports.length}; its backends: ${JSON.stringify(rows.map((x) => x.application_name))}; all 'latchkey%' backends before ${before}, during ${during}`);
     expect(ports.length, 'sockets the process has open to the server').toBeLessThanOrEqual(2);
     expect(rows.length).toBe(ports.length);
-    expect(rows.map((x) => x.application_name).sort()).toEqual(['latchkey', 'latchkey listen'].slice(0, rows.length).sort());
+    // Every connection is the process's (its application_name names the process's channel).
+    expect(new Set(rows.map((x) => x.application_name)).size).toBe(1);
+    expect(rows[0]!.application_name).toMatch(/^latchkey lk_[0-9a-f]{16}$/);
     // Every lock is held on the server, by the one session.
+    const keys = Array.from({ length: 8 }, (_, t) => Array.from({ length: 20 }, (_, i) => keyOf(`${prefix}-${t}-${i}`))).flat();
     const held = await pg.query<{ n: string; sessions: string }>(
-      `SELECT count(*) AS n, count(DISTINCT backend_pid) AS sessions FROM latchkey_leases WHERE name LIKE $1 AND pid = $2`, [`${prefix}-%`, c.pid]);
+      `SELECT count(*) AS n, count(DISTINCT pid) AS sessions FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+         AND ((classid::bigint << 32) | objid::bigint) = ANY($1::bigint[]) AND pid = ANY($2::int[])`, [keys, rows.map((x) => x.pid)]);
     expect(held.rows[0]).toEqual({ n: '160', sessions: '1' });
-    expect(rows.find((x) => x.application_name === 'latchkey')?.pid).toBeDefined();
     expect(await c.call('threadsRelease', {}, 20_000)).toMatchObject({ ok: true });
   }, 40_000);
 

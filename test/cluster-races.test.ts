@@ -3,7 +3,7 @@
 // agent granted but before the requester took the grant up (the holder ran
 // on, never told); an abort landing after the grant was answered (the
 // grant was never given back, and other processes waited for ever); and a
-// request cancelled while its first attempt was on its way (a waiter row
+// request cancelled while its first attempt was on its way (a waiter row,
 // left on the server, and shown by query()).
 import { afterAll, describe, expect, test } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -33,7 +33,7 @@ describe('cluster answers racing their requester', () => {
     expect(await run('abort-after-grant')).toMatchObject({ free: true });
   }, 40_000);
 
-  test('requests that time out while their first attempt is on its way leave no waiter row', async () => {
+  test('requests that time out while their first attempt is on its way leave nothing waiting on the server', async () => {
     expect(await run('timed-out-first')).toEqual({ rows: 0, pending: 0 });
   }, 40_000);
 });

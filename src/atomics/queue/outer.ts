@@ -195,12 +195,14 @@ export class OuterSeat {
    * The tier learned that another process waits for the name: from now on
    * the process's turn is short (CohortPolicy), a grant nobody local uses
    * goes back at once, and the releaser keeps nothing. Meaningful while the
-   * process holds a grant (a new grant starts without it).
+   * process holds a grant, or while it is acquiring one: the grant on its
+   * way (answered, not yet taken up) starts wanted. A new escalation starts
+   * without it.
    */
   wanted(): void {
     this.#q.withLatch(() => {
-      const w = this.#w, a = this.#a;
-      if (w[a + A_OUTER] !== OUTER_HELD && w[a + A_OUTER] !== OUTER_RELEASING) return { value: undefined, action: ACT_NONE };
+      const w = this.#w, a = this.#a, outer = w[a + A_OUTER];
+      if (outer !== OUTER_HELD && outer !== OUTER_RELEASING && outer !== OUTER_ACQUIRING) return { value: undefined, action: ACT_NONE };
       w[a + A_OUTER_FLAGS]! |= OUTER_WANTED;
       return { value: undefined, action: lingerDue(this.#q.place, this.#q.tid, Infinity) };
     });

@@ -14,7 +14,7 @@
 import type { TableRecovery, WatchedTable } from '../core.js';
 import { H_FLAGS, KIND_MASK, KIND_QUEUE, KIND_SHIFT, S_USE, TABLE_GATED, nodeRegionOf, slotBase } from '../layout.js';
 import {
-  ACT_RELEASE_OUTER, A_OUTER, A_OUTER_ACTOR, A_OUTER_FLAGS, A_OUTER_NODE, FREE, LATCH_OWNER, N_OWNER, N_STATE,
+  ABANDONED_NEXT, ACT_RELEASE_OUTER, A_FLAGS, A_OUTER, A_OUTER_ACTOR, A_OUTER_FLAGS, A_OUTER_NODE, FREE, LATCH_OWNER, N_OWNER, N_STATE,
   type NodePool, OUTER_ACQUIRING, OUTER_NONE, OUTER_RELEASING, type Place, latchWord, nodeAt, nodesOf, placeOf, poolOf, repair,
   forgetKeptNodes, settle, unlatch, wakeAll,
 } from './word.js';
@@ -114,6 +114,8 @@ function recoverOuter(table: WatchedTable, q: Place, dead: number, held: boolean
     } catch (err) {
       debug('could not give back the outer lock of %s: %s', table.label(slot), (err as Error).message);
     }
+    // The news of the death went to the next process with the grant (as outerReleased() has it), not to the next local grant.
+    if (abandoned) w[a + A_FLAGS] &= ~ABANDONED_NEXT;
     w[a + A_OUTER] = OUTER_NONE;
     w[a + A_OUTER_ACTOR] = 0;
     w[a + A_OUTER_NODE] = 0;

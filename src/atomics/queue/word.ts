@@ -82,6 +82,14 @@
  * the outer lock back, and the head escalates again behind the others.
  * A host-scope token is A_OUTER_TOKEN × TOKEN_SPAN + passes: strictly
  * increasing per name, with or without a round trip.
+ *
+ * OUTER_WANTED (another process waits: the turn is short, nothing lingers)
+ * is set by the outer tier while HELD or RELEASING, and also while
+ * ACQUIRING, for the grant on its way: the tier may learn of a waiter (a
+ * cluster knock) after it answered the escalator and before the escalator
+ * took the grant up, and the grant must start wanted then too (else the
+ * process passes it around for a whole budget first). escalate() clears it;
+ * outerGranted() keeps it. (Issue 14's change; the host tier is unaffected.)
  */
 import type { TableCore, WatchedTable } from '../core.js';
 import {
@@ -223,6 +231,7 @@ export const OUTER_COMPROMISED = 2;
  * A_OUTER_FLAGS: another process waits for the name (the outer tier says so:
  * OuterSeat.wanted()). The process's turn is then short (CohortPolicy), a
  * grant nobody local uses goes back at once, and the releaser keeps nothing.
+ * Set while ACQUIRING, it is the grant on its way that starts wanted.
  */
 export const OUTER_WANTED = 4;
 
@@ -454,6 +463,7 @@ export function mayKeepOuter(p: NodePool, a: number): boolean {
 
 function escalate(p: NodePool, a: number, node: number, wakes: Wakes): void {
   const w = p.words, at = nodeAt(p, node);
+  w[a + A_OUTER_FLAGS] &= ~OUTER_WANTED; // a new grant starts unwanted, unless the tier says otherwise before it is taken up
   w[a + A_OUTER] = OUTER_ACQUIRING;
   w[a + A_OUTER_NODE] = node + 1;
   w[a + A_OUTER_ACTOR] = w[at + N_OWNER];
@@ -647,7 +657,8 @@ export function outerGranted(q: Place, node: number, grant: OuterGrantFields, ti
   w[a + A_OUTER_ACTOR] = 0;
   w[a + A_PASSES] = 0;
   w[a + A_BUDGET_BASE] = 0;
-  w[a + A_OUTER_FLAGS] = (previousDied ? OUTER_PREVIOUS_DIED : 0) | (wanted ? OUTER_WANTED : 0);
+  // OUTER_WANTED set while the grant was on its way (OuterSeat.wanted()) is kept.
+  w[a + A_OUTER_FLAGS] = (previousDied ? OUTER_PREVIOUS_DIED : 0) | (wanted || (w[a + A_OUTER_FLAGS] & OUTER_WANTED) !== 0 ? OUTER_WANTED : 0);
   w[a + A_OUTER_TTL] = ttl;
   f[f64At(a + A_OUTER_TOKEN)] = token;
   f[f64At(a + A_OUTER_SINCE)] = performance.timeOrigin + performance.now();

@@ -12,6 +12,19 @@
  * name's bell; the agent answers there. A blocking lockSync() works the
  * same way. One actor per name posts at a time (the escalator or the
  * releaser), so a mailbox of one request and one answer is enough.
+ *
+ * The mailbox's words (outer.ts OuterSeat.mailbox) carry this tier's codes:
+ *   request op   OP_* | F_* flags | the time left before the request's
+ *                deadline, whole ms, in bits OP_DEADLINE_SHIFT.. (the agent
+ *                passes the deadline to the engine, which ends the wait in
+ *                the server: PostgreSQL's lock_timeout)
+ *   answer       RES_* | RES_DIED | RES_WANTED, and the engine's token
+ *
+ * The cohort (kClusterCohort): a grant nobody local uses lingers while no
+ * other process waits (the agent gives it back after LINGER, or at once
+ * when another process knocks); once another process waits (a knock, or a
+ * grant that came after a wait: RES_WANTED, OuterSeat.wanted()), no new
+ * local pass starts and the grant goes back as soon as its holders leave.
  */
 import { BroadcastChannel, getEnvironmentData, threadId } from 'node:worker_threads';
 import type { ClusterEngine, ClusterEntry, EngineEvents } from './engine.js';
@@ -21,6 +34,7 @@ import type { CohortPolicy, OuterLock, OuterOutcome, OuterRequest, OuterSeat } f
 import type { Geometry } from '../../atomics/memory.js';
 import { type HelperSpec, ensureHelper } from '../helper-threads.js';
 import { type Escalating, escalate, escalateSync } from '../escalation.js';
+import { HELPER_SERVING } from '../../atomics/queue/table.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT } from '../../errors.js';
 import { debug } from '../../observe.js';
 import { announceSteal } from '../../loss.js';
@@ -28,6 +42,8 @@ import { announceSteal } from '../../loss.js';
 export const OP_ACQUIRE = 1;
 export const OP_CANCEL = 2;
 export const OP_RELEASE = 3;
+/** The process exits (clusterExit, on the control queue): the agent closes its engine, then answers. */
+export const OP_CLOSE = 4;
 export const OP_MASK = 0xf;
 export const F_SHARED = 1 << 4;
 /** ifAvailable: one attempt. */
@@ -38,16 +54,23 @@ export const F_KEEP = 1 << 6;
 export const F_ABANDONED = 1 << 7;
 /** Acquire: steal it (engines that support it). */
 export const F_STEAL = 1 << 8;
+/** Acquire: the time left before the deadline, ms, from this bit up (22 bits); OP_DEADLINE_NONE: none, or too far to say. */
+export const OP_DEADLINE_SHIFT = 9;
+export const OP_DEADLINE_NONE = (1 << 22) - 1;
 
 export const RES_GRANTED = 1;
 export const RES_UNAVAILABLE = 2;
 export const RES_CANCELLED = 3;
 export const RES_RELEASED = 4;
+/** The engine's wait reached the request's deadline (ERR_LOCK_TIMEOUT). */
+export const RES_TIMEOUT = 5;
 /** Granted, and the previous holder died holding it. */
 export const RES_DIED = 1 << 4;
-/** RES_ERROR + kind index (ERROR_KINDS). */
+/** Granted, and another process waits for it already (engine.othersWaiting): the grant starts wanted. */
+export const RES_WANTED = 1 << 5;
+/** RES_ERROR + kind index (ERROR_KINDS): 8 kinds at most. */
 export const RES_ERROR = 8;
-export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query', 'agent'] as const;
+export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query', 'agent', 'config', 'version', 'unsupported'] as const;
 
 /** The BroadcastChannel of query() requests (cluster/agent.ts answers). */
 export const QUERY_CHANNEL = 'latchkey:cluster-query';
@@ -56,10 +79,29 @@ const QUERY_MS = 10_000;
 const EXIT_MS = 1000;
 /** How long a requester waits for the agent to answer its cancel. */
 const CANCEL_MS = 2000;
+/**
+ * A request whose deadline went to the agent waits this long past it for
+ * the engine's own timeout (the server's answer) before it cancels: a
+ * cancel costs a round trip on another connection and races the grant.
+ */
+const DEADLINE_GRACE_MS = 250;
+/**
+ * The name of the queue that carries the agent's own requests (OP_CLOSE).
+ * Names starting with '-' are reserved (the front door refuses them), so no
+ * lock request ever uses this queue.
+ */
+export const CONTROL_NAME = '-latchkey:cluster-agent';
 let queries = 0;
 
 /** Where every thread finds the process's cluster table (worker_threads environment data). */
 export const CLUSTER_TABLE_KEY = 'latchkey:cluster-table';
+/**
+ * Connections per process (home included) when LATCHKEY_PG_CONNECTIONS is
+ * not set: one for tries and uncontended grants, one per wait parked in the
+ * server at once (postgres.ts).
+ */
+export const kDefaultConnections = 8;
+
 /** The cluster table's shape: 1024 names held or waited for at a time, 4096 requests. */
 export const kClusterGeometry: Geometry = { slots: 1024, threads: 256, requests: 4096, gated: true };
 
@@ -83,19 +125,47 @@ export function clusterTable(): QueueTable {
   return (table = QueueTable.attach(buffer, { outer: clusterOuter, onStolen: announceSteal }));
 }
 
-/** LATCHKEY_PG_URL, or a clear error. */
+/** LATCHKEY_PG_URL, checked (a postgres:// URL), or a clear error: before anything is queued. */
 export function clusterUrl(): string {
   const url = process.env.LATCHKEY_PG_URL;
   if (url === undefined || url === '') {
     throw new ERR_LOCK_BACKEND('postgres', "LATCHKEY_PG_URL is not set: scope 'cluster' needs a PostgreSQL connection string");
   }
+  if (url === checkedUrl) return url;
+  let scheme: string;
+  try {
+    scheme = new URL(url).protocol;
+  } catch {
+    throw new ERR_LOCK_BACKEND('postgres', `LATCHKEY_PG_URL is not a URL (expected postgres://user@host:port/database): ${JSON.stringify(url.slice(0, 80))}`);
+  }
+  if (scheme !== 'postgres:' && scheme !== 'postgresql:') {
+    throw new ERR_LOCK_BACKEND('postgres', `LATCHKEY_PG_URL is not a PostgreSQL URL: its scheme is ${scheme} (expected postgres: or postgresql:)`);
+  }
+  clusterConnections();
+  checkedUrl = url;
   return url;
+}
+let checkedUrl: string | undefined;
+
+/**
+ * LATCHKEY_PG_CONNECTIONS (default kDefaultConnections): the most
+ * connections the process opens to the server, home included, ≥ 2. At the
+ * bound, a further wait polls instead of parking in the server (not FIFO).
+ */
+export function clusterConnections(): number {
+  const raw = process.env.LATCHKEY_PG_CONNECTIONS;
+  if (raw === undefined || raw === '') return kDefaultConnections;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 2) {
+    throw new ERR_LOCK_BACKEND('postgres', `LATCHKEY_PG_CONNECTIONS must be an integer ≥ 2 (connections per process, home included), not ${JSON.stringify(raw)}`);
+  }
+  return n;
 }
 
 /** The engine for `url` (in the agent thread): chosen by the URL's scheme. */
 export async function openEngine(url: string, events: EngineEvents): Promise<ClusterEngine> {
   const { PostgresEngine } = await import('./postgres.js');
-  return new PostgresEngine(url, events);
+  return new PostgresEngine(url, events, { maxConnections: clusterConnections() });
 }
 
 /** The cluster-scope queue of `name` (a front-door key). */
@@ -119,6 +189,9 @@ export function agentError(kind: string): Error {
     rights: `the role lacks the rights latchkey needs at ${where} (create and use its tables and functions)`,
     query: `a query failed at ${where} (NODE_DEBUG=latchkey shows it)`,
     agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
+    config: `the server at ${where} has no such database (LATCHKEY_PG_URL)`,
+    version: `the server at ${where} is older than PostgreSQL 14, which latchkey needs`,
+    unsupported: `the server at ${where} cannot do what was asked (NODE_DEBUG=latchkey says what)`,
   };
   return new ERR_LOCK_BACKEND('postgres', text[kind] ?? text.query!);
 }
@@ -140,11 +213,18 @@ class ClusterEscalation implements Escalating {
   #cancelling = false;
   #cancelledAt = 0;
   #cause: unknown;
+  /** When this side gives up on the agent's own timeout and cancels (performance.now() ms). */
+  readonly #giveUpAt: number;
 
   constructor(seat: OuterSeat, req: OuterRequest) {
     this.#seat = seat;
     this.#req = req;
-    this.#seq = post(seat, OP_ACQUIRE | (req.mode === 'shared' ? F_SHARED : 0) | (req.once ? F_ONCE : 0) | (req.steal ? F_STEAL : 0));
+    const left = req.wait.deadline - performance.now();
+    // The time left goes with the request: the engine ends the wait at the deadline itself.
+    const ms = req.once || !(left < OP_DEADLINE_NONE) ? OP_DEADLINE_NONE : Math.max(1, Math.ceil(left));
+    this.#giveUpAt = ms === OP_DEADLINE_NONE ? req.wait.deadline : req.wait.deadline + DEADLINE_GRACE_MS;
+    this.#seq = post(seat, OP_ACQUIRE | (req.mode === 'shared' ? F_SHARED : 0) | (req.once ? F_ONCE : 0) | (req.steal ? F_STEAL : 0)
+      | (ms << OP_DEADLINE_SHIFT));
   }
 
   step(): OuterOutcome | { bell: number; until: number } {
@@ -152,19 +232,23 @@ class ClusterEscalation implements Escalating {
     if (answer !== null) {
       const { result, token } = answer;
       switch (result & 0xf) {
-        case RES_GRANTED: return { granted: { token, expires: Infinity, abandoned: (result & RES_DIED) !== 0 } };
+        case RES_GRANTED: return { granted: { token, expires: Infinity, abandoned: (result & RES_DIED) !== 0, wanted: (result & RES_WANTED) !== 0 } };
         case RES_UNAVAILABLE: return { gaveUp: 'unavailable' };
         case RES_CANCELLED: return { failed: this.#cause };
+        case RES_TIMEOUT: return { failed: this.#timeout() };
         default: return { failed: agentError(ERROR_KINDS[(result & 0xf) - RES_ERROR] ?? 'query') };
       }
     }
-    if (!this.#cancelling && performance.now() >= this.#req.wait.deadline) {
-      this.abort(new ERR_LOCK_TIMEOUT(JSON.stringify(seat.name), this.#req.wait.timeout));
-    }
+    // The engine times the wait out itself (its answer is RES_TIMEOUT); if it does not answer in time, cancel.
+    if (!this.#cancelling && performance.now() >= this.#giveUpAt) this.abort(this.#timeout());
     // The agent answers a cancel at once; if it does not (it is not running), give up anyway:
     // it gives back a grant nobody asked for when it next looks (its sweep).
     if (this.#cancelling && performance.now() - this.#cancelledAt > CANCEL_MS) return { failed: this.#cause };
-    return { bell, until: this.#cancelling ? this.#cancelledAt + CANCEL_MS : this.#req.wait.deadline };
+    return { bell, until: this.#cancelling ? this.#cancelledAt + CANCEL_MS : this.#giveUpAt };
+  }
+
+  #timeout(): Error {
+    return new ERR_LOCK_TIMEOUT(JSON.stringify(this.#seat.name), this.#req.wait.timeout);
   }
 
   /** Withdraw the request; the agent's answer to the cancel ends the escalation (with `cause`). */
@@ -179,11 +263,19 @@ class ClusterEscalation implements Escalating {
 }
 
 /**
- * How the threads of a process share a cluster grant: the whole budget, and
- * no linger (a grant nobody local uses goes back at once: the engine cannot
- * tell yet when another process starts to wait).
+ * How the threads of a process share a cluster grant (word.ts CohortPolicy):
+ * - while no other process waits, the whole budget (64 local grants or
+ *   20 ms), renewed after an exact check with the server (agent.ts);
+ * - once another process waits (OUTER_WANTED: a knock, or the grant came
+ *   after a wait), no new local pass (turnPasses 1: only the grant the
+ *   escalator fetched it for), and the grant goes back as its holders leave;
+ * - a grant nobody local uses lingers 2 ms while nobody else waits: a
+ *   process re-taking a name costs no round trip (a loop of lockSync() +
+ *   unlock(): ~0.04× of a try + unlock round trip in the prototype). A knock
+ *   gives a lingering grant back at once, so another process pays at most a
+ *   knock's delivery for it.
  */
-const kClusterCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 0 });
+export const kClusterCohort: CohortPolicy = Object.freeze({ turnPasses: 1, turnMs: 20, lingerMs: 2 });
 
 /** The cluster tier's side of the seam (atomics/queue/outer.ts). */
 export const clusterOuter: OuterLock = {
@@ -241,22 +333,40 @@ export async function clusterQuery(): Promise<ClusterEntry[]> {
 }
 
 /**
- * At exit, wait (a little) for the agent to finish the releases it was
- * asked for: a session that ends with a lease row left reads, to the next
- * holder, as a holder that died. (src/process.ts installs it.)
+ * At exit, give back the grants that linger, wait (a little) for the agent
+ * to send the releases it was asked for, then have it close its engine: the
+ * released grants' rows are settled so that no clean release reads, to the
+ * next holder, as a holder that died (postgres.ts close()). Grants still held
+ * by a thread are not given back: their holder never let go, and the next
+ * holder is told (abandoned). (src/process.ts installs it.)
  */
 export function clusterExit(): void {
   const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
   if (!(buffer instanceof SharedArrayBuffer) || QueueTable.namesIn(buffer) === 0) return;
-  const end = performance.now() + EXIT_MS;
+  const end = performance.now() + EXIT_MS, t = clusterTable();
   // A grant that lingers is given back too: its session ending with it held would read, to the next holder, as a death.
-  for (const q of clusterTable().queues()) if (q.seat!.lingersUntil !== 0) q.seat!.releaseIfIdle(Infinity);
-  for (const q of clusterTable().queues()) {
+  for (const q of t.queues()) if (q.seat!.lingersUntil !== 0) q.seat!.releaseIfIdle(Infinity);
+  for (const q of t.queues()) {
     const seat = q.seat!;
     for (;;) {
       const bell = seat.bell;
-      if (seat.mailbox.idle() || performance.now() >= end) break;
+      // Releases only: an acquisition (another thread waiting) does not hold the exit up.
+      if (seat.mailbox.idle() || (seat.mailbox.request().op & OP_MASK) !== OP_RELEASE || performance.now() >= end) break;
       seat.sleep(bell, end);
     }
+  }
+  if (t.helper.state !== HELPER_SERVING) return;
+  let seat: OuterSeat;
+  try {
+    seat = t.queue(CONTROL_NAME).seat!;
+  } catch {
+    return; // the table is full: no close, as before
+  }
+  const seq = seat.mailbox.post(OP_CLOSE);
+  t.helper.ring();
+  for (;;) {
+    const bell = seat.bell;
+    if (seat.mailbox.answer(seq) !== null || performance.now() >= end) break;
+    seat.sleep(bell, end);
   }
 }

@@ -8,6 +8,24 @@
  * and holds at most one grant per name.
  *
  * Names reach the engine as store keys (bridge/keys.ts): always well-formed.
+ *
+ * Changes for issue 14 (each is marked below, with why):
+ * - AcquireOptions.deadline: the engine ends a wait at the request's
+ *   deadline itself (PostgreSQL: lock_timeout in the server, exact and with
+ *   no message), and rejects with EngineError kind 'timeout'. `signal` is
+ *   now only the requester's abort (a cancel).
+ * - release(key, token, abandoned): by token, and its effect is immediate
+ *   (the grant is forgotten at once, the key may be acquired again at
+ *   once); the promise says when the server has it, and the agent does not
+ *   wait for it: a release is never on anybody's path.
+ * - othersWaiting(key) is local and synchronous (what the engine has
+ *   learned: knocks, a grant that came after a wait); othersWaitingExact(key)
+ *   asks the server (one round trip), once per cohort budget.
+ * - EngineEvents.wanted(key): another process started to wait for a name
+ *   this process holds (PostgreSQL: a knock), so that a grant nobody local
+ *   uses goes back at once and no new local pass starts.
+ * - EngineError and its kinds 'config', 'timeout', 'version', 'unsupported'.
+ * - close(): the process exits.
  */
 export type LockMode = 'exclusive' | 'shared';
 
@@ -22,11 +40,23 @@ export interface AcquireOptions {
   readonly mode: LockMode;
   /** ifAvailable: one attempt; resolve null when it cannot be granted now. */
   readonly once: boolean;
-  /** Take it from whoever holds it (they are told); only where the engine supports it. */
+  /** Take it from whoever holds it (they are told); only where the engine supports it (else EngineError 'unsupported'). */
   readonly steal: boolean;
   /** Lease, ms, where the engine has leases (renewed by the engine itself, in the agent thread). */
   readonly ttl: number;
-  /** A timeout or the requester's abort: leave the queue, hold nothing, reject with the signal's reason. */
+  /**
+   * ADDED (issue 14): when the request times out, as this thread's
+   * performance.now() ms (Infinity: never). The engine ends the wait then,
+   * having left every queue and holding nothing, and rejects with
+   * EngineError kind 'timeout'. Why: a server can end a wait by itself at
+   * the right moment (PostgreSQL's lock_timeout), where a timeout sent as
+   * an abort costs a cancel on another connection and races the grant.
+   */
+  readonly deadline: number;
+  /**
+   * The requester's abort (a cancel; CHANGED: no longer the timeout): leave
+   * the queue, hold nothing, reject with the signal's reason.
+   */
   readonly signal: AbortSignal;
 }
 
@@ -36,6 +66,13 @@ export type EngineLoss = 'owner-changed' | 'expired' | 'stolen' | 'renew-failed'
 export interface EngineEvents {
   /** This process's grant of `key` (its token) was lost: its holders are told ERR_LOCK_COMPROMISED at once. */
   lost(key: string, token: number, reason: EngineLoss, detail: string): void;
+  /**
+   * ADDED (issue 14): another process now waits for `key`, which this
+   * process holds (othersWaiting(key) is true from now on). The agent tells
+   * the cohort: a grant nobody local uses goes back at once, and no new
+   * local pass starts. At most once per grant.
+   */
+  wanted(key: string): void;
 }
 
 export interface ClusterEntry {
@@ -49,20 +86,65 @@ export interface ClusterEntry {
   readonly since: number;
 }
 
-/** Why a call failed, for a message the requesting thread can rebuild (cluster.ts agentError). */
-export type EngineErrorKind = 'unreachable' | 'refused' | 'rights' | 'query';
+/**
+ * Why a call failed, for a message the requesting thread can rebuild
+ * (cluster.ts agentError):
+ *   unreachable  connect failed, the connection was lost, the server went silent
+ *   refused      authentication
+ *   rights       the role cannot create or use latchkey's tables and functions
+ *   config       ADDED: the URL names no usable server or database (a database that does not exist)
+ *   version      ADDED: the server is too old for the engine
+ *   timeout      ADDED: the deadline passed while waiting (→ ERR_LOCK_TIMEOUT)
+ *   unsupported  ADDED: an option the engine cannot do (steal, on PostgreSQL)
+ *   query        anything else
+ */
+export type EngineErrorKind = 'unreachable' | 'refused' | 'rights' | 'config' | 'version' | 'timeout' | 'unsupported' | 'query';
+
+/** ADDED (issue 14): what an engine rejects with, when it knows the kind itself. */
+export class EngineError extends Error {
+  readonly kind: EngineErrorKind;
+  constructor(kind: EngineErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.kind = kind;
+  }
+}
 
 export interface ClusterEngine {
   /** 'postgres' …: for messages (ERR_LOCK_BACKEND). */
   readonly kind: string;
-  /** Take `key` for this process; waits (as the engine waits: in the server, in a queue) unless `once`. */
+  /** Take `key` for this process; waits (as the engine waits: in the server, in a queue) unless `once`, until `deadline`. */
   acquire(key: string, options: AcquireOptions): Promise<EngineGrant | null>;
-  /** Give this process's grant of `key` back. `abandoned`: its last local holder died holding it (the next holder is told). */
-  release(key: string, mode: LockMode, abandoned: boolean): Promise<void>;
-  /** Whether another process waits for `key` (the cohort keeps a grant only while none does). */
-  othersWaiting(key: string): Promise<boolean>;
+  /**
+   * Give this process's grant of `key` (of `token`) back; nothing if it
+   * holds no such grant (lost already). CHANGED (issue 14): by token, and
+   * at once: when release() returns, the engine no longer holds the grant
+   * for the agent (a new acquire() of `key` may follow at once); the
+   * promise resolves when the server has it (the agent need not wait).
+   * `abandoned`: its last local holder died holding it (the next holder is told).
+   */
+  release(key: string, token: number, abandoned: boolean): Promise<void>;
+  /**
+   * CHANGED (issue 14; was a Promise): whether another process waits for
+   * `key`, as far as this process knows without asking (no I/O): it said so
+   * (a knock: events.wanted), or the grant came after a wait. The cohort
+   * keeps a grant, and passes it on locally, only while this is false.
+   */
+  othersWaiting(key: string): boolean;
+  /**
+   * ADDED (issue 14): the same, asked of the server (one round trip): the
+   * agent asks it before it renews a cohort budget, so that a waiter the
+   * engine could not hear of (a race) waits at most one budget.
+   */
+  othersWaitingExact(key: string): Promise<boolean>;
   /** Every holder and waiter, of every process and machine. */
   query(): Promise<ClusterEntry[]>;
   /** What kind of failure `err` is. */
   kindOf(err: unknown): EngineErrorKind;
+  /**
+   * ADDED (issue 14): the process exits. Settle what the releases left
+   * behind (so that no released grant reads as a death to the next
+   * holder), then end the connections. Grants still held are not given
+   * back: their holders never let go (the next holder is told, abandoned).
+   */
+  close(): Promise<void>;
 }
