@@ -15,6 +15,9 @@
  * A grant the engine says was lost (its session ended, its lease was taken)
  * is compromised at once: its holders are told (ERR_LOCK_COMPROMISED,
  * onCompromised, lock.signal), a grant answered but not yet taken up too.
+ * A grant the engine says another process wants (events.wanted) is marked
+ * so in its queue (OuterSeat.wanted()): a lingering grant goes back at once
+ * and the releaser keeps nothing. At exit the engine is closed (OP_CLOSE).
  *
  * query() from any thread comes on the BroadcastChannel QUERY_CHANNEL.
  */
@@ -23,8 +26,8 @@ import { HELPER_SERVING } from '../../atomics/queue/table.js';
 import type { RequestQueue } from '../../atomics/queue/queue.js';
 import type { ClusterEngine, EngineLoss, LockMode } from './engine.js';
 import {
-  ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, F_STEAL, OP_CANCEL, OP_MASK, OP_RELEASE, QUERY_CHANNEL, RES_CANCELLED,
-  RES_DIED, RES_ERROR, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, clusterTable, clusterUrl, openEngine,
+  CONTROL_NAME, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, F_STEAL, OP_CANCEL, OP_CLOSE, OP_MASK, OP_RELEASE, QUERY_CHANNEL, RES_CANCELLED,
+  RES_DIED, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, RES_WANTED, clusterTable, clusterUrl, decodeTtl, errorResult as resultOf, openEngine,
 } from './cluster.js';
 import { storeKey } from '../keys.js';
 import { announceLoss } from '../../loss.js';
@@ -37,7 +40,7 @@ const SWEEP_MS = 1000;
 
 const table = clusterTable();
 const helper = table.helper;
-const engine: ClusterEngine = await openEngine(clusterUrl(), { lost: onLost });
+const engine: ClusterEngine = await openEngine(clusterUrl(), { lost: onLost, wanted: onWanted });
 
 /** What the engine holds for this process, by slot (`key`: the name as the server keeps it; `name`: as the queue does). */
 const held = new Map<number, { name: string; key: string; mode: LockMode; token: number }>();
@@ -73,15 +76,32 @@ function compromise(q: RequestQueue, token: number, reason: EngineLoss, detail: 
   announceLoss(q.tableId, found.nodes, reason, detail, { slot: q.slot, gen: q.gen, tokens: found.tokens });
 }
 
+/** Another process waits for `key`, which this process holds: its queue is told (no linger, nothing kept). */
+function onWanted(key: string): void {
+  for (const grant of held.values()) {
+    if (grant.key === key) markWanted(table.queue(grant.name), grant.token, performance.now() + LOST_GRANT_MS);
+  }
+}
+
+/** As compromise(): a grant answered but not taken up yet is marked once it is (OuterSeat.wanted() needs it held). */
+function markWanted(q: RequestQueue, token: number, until: number): void {
+  if (held.get(q.slot)?.token !== token) return; // given back meanwhile
+  if (q.seat!.state === 'acquiring') {
+    if (performance.now() < until) setTimeout(() => markWanted(q, token, until), 1);
+    return;
+  }
+  q.seat!.wanted();
+}
+
 const reply = (q: RequestQueue, seq: number, result: number, token = 0) => q.seat!.mailbox.reply(seq, result, token);
-const errorResult = (err: unknown) => RES_ERROR + ERROR_KINDS.indexOf(engine.kindOf(err));
+const errorResult = (err: unknown) => resultOf(engine.kindOf(err));
 /** Whether request `seq` of the slot is still the one to answer (no cancel or newer request came meanwhile). */
 const current = (q: RequestQueue, seq: number) => q.seat!.mailbox.request().seq === seq;
 
 async function acquire(q: RequestQueue, seq: number, op: number, abort: AbortController): Promise<void> {
   const key = storeKey(q.name), mode: LockMode = (op & F_SHARED) !== 0 ? 'shared' : 'exclusive';
   try {
-    const grant = await engine.acquire(key, { mode, once: (op & F_ONCE) !== 0, steal: (op & F_STEAL) !== 0, ttl: 0, signal: abort.signal });
+    const grant = await engine.acquire(key, { mode, once: (op & F_ONCE) !== 0, steal: (op & F_STEAL) !== 0, ttl: decodeTtl(op), signal: abort.signal });
     if (grant === null) {
       if (current(q, seq)) reply(q, seq, RES_UNAVAILABLE);
       return;
@@ -89,7 +109,11 @@ async function acquire(q: RequestQueue, seq: number, op: number, abort: AbortCon
     held.set(q.slot, { name: q.name, key, mode, token: grant.token });
     // Cancelled while the acquisition was on its way: the requester gave up, give it back.
     if (!current(q, seq)) await giveBack(q.slot);
-    else reply(q, seq, RES_GRANTED | (grant.abandoned ? RES_DIED : 0), grant.token);
+    else {
+      // Another process waits already (an engine that knows without I/O says so): the grant starts wanted.
+      const wanted = engine.othersWaiting(key) === true;
+      reply(q, seq, RES_GRANTED | (grant.abandoned ? RES_DIED : 0) | (wanted ? RES_WANTED : 0), grant.token);
+    }
   } catch (err) {
     if (abort.signal.aborted) return; // the cancel was answered already
     debug('cluster acquisition of %s failed: %s', key, (err as Error).message);
@@ -129,6 +153,12 @@ async function sweep(q: RequestQueue): Promise<void> {
   if (held.has(q.slot) && q.seat!.state === 'none') await giveBack(q.slot);
 }
 
+/** The process exits (cluster.ts clusterExit): the engine finishes and closes; then the answer. */
+async function close(q: RequestQueue, seq: number): Promise<void> {
+  await engine.close?.().catch((err: Error) => debug('cluster engine close failed: %s', err.message));
+  reply(q, seq, RES_RELEASED);
+}
+
 function run(q: RequestQueue, work: (abort: AbortController) => Promise<void>, abortable = false): void {
   const abort = abortable ? new AbortController() : undefined;
   inflight.set(q.slot, {
@@ -165,6 +195,7 @@ function serve(sweeping: boolean): number {
     if (fresh) {
       handled.set(q.slot, seq);
       if ((op & OP_MASK) === OP_RELEASE) run(q, () => release(q, seq, op));
+      else if ((op & OP_MASK) === OP_CLOSE && q.name === CONTROL_NAME) run(q, () => close(q, seq));
       // Already ours (a thread of ours died between getting it and telling the queue): give it back first.
       else run(q, async (abort) => {
         await giveBack(q.slot);

@@ -1,21 +1,31 @@
 /**
  * The cluster tier: locks shared by every process of every machine that
- * reaches one PostgreSQL server (`LATCHKEY_PG_URL`), through this
- * process's cluster table (a gated request-queue table, as the host
- * tier's: the threads of a process share one cluster grant, cohorting).
+ * reaches one server, through this process's cluster table (a gated
+ * request-queue table, as the host tier's: the threads of a process share
+ * one cluster grant, cohorting). The server is named by
+ * `LATCHKEY_CLUSTER_URL`, whose scheme picks the engine (kEngines): redis://
+ * or rediss:// (Redis, Valkey: redis.ts), postgres:// or postgresql://
+ * (PostgreSQL: postgres.ts); `LATCHKEY_PG_URL` is read when it is not set.
  *
  * No requesting thread talks to the server: PostgreSQL's advisory locks
- * belong to a session, and a session to one connection, so the process's
- * connections live in one thread, the cluster agent (agent.ts, started by
- * helper-threads.ts). The head of a name's queue posts its request in the
+ * belong to a session, and a session to one connection; a Redis agent
+ * owns an inbox and renews leases. So the process's connections live in
+ * one thread, the cluster agent (agent.ts, started by helper-threads.ts). The head of a name's queue posts its request in the
  * name's mailbox (the seat's, atomics/queue/outer.ts) and sleeps on the
  * name's bell; the agent answers there. A blocking lockSync() works the
  * same way. One actor per name posts at a time (the escalator or the
  * releaser), so a mailbox of one request and one answer is enough.
+ *
+ * The mailbox's words (outer.ts OuterSeat.mailbox) carry this tier's codes:
+ *   request op   OP_* | F_* flags | an acquisition's lease (ttl) in bits
+ *                OP_TTL_SHIFT.. (encodeTtl: exact ms below 2^21, whole
+ *                seconds above), for engines with leases (Redis)
+ *   answer       RES_* | RES_DIED | RES_WANTED and the engine's token, or
+ *                RES_ERROR | the error kind's index << RES_ERROR_SHIFT
  */
 import { BroadcastChannel, getEnvironmentData, threadId } from 'node:worker_threads';
 import type { ClusterEngine, ClusterEntry, EngineEvents } from './engine.js';
-import { QueueTable } from '../../atomics/queue/table.js';
+import { HELPER_SERVING, QueueTable } from '../../atomics/queue/table.js';
 import type { RequestQueue } from '../../atomics/queue/queue.js';
 import type { CohortPolicy, OuterLock, OuterOutcome, OuterRequest, OuterSeat } from '../../atomics/queue/outer.js';
 import type { Geometry } from '../../atomics/memory.js';
@@ -28,6 +38,8 @@ import { announceSteal } from '../../loss.js';
 export const OP_ACQUIRE = 1;
 export const OP_CANCEL = 2;
 export const OP_RELEASE = 3;
+/** The process exits (clusterExit, on the control queue): the agent closes its engine, then answers. */
+export const OP_CLOSE = 4;
 export const OP_MASK = 0xf;
 export const F_SHARED = 1 << 4;
 /** ifAvailable: one attempt. */
@@ -38,6 +50,22 @@ export const F_KEEP = 1 << 6;
 export const F_ABANDONED = 1 << 7;
 /** Acquire: steal it (engines that support it). */
 export const F_STEAL = 1 << 8;
+/** Acquire: the lease asked for (encodeTtl), from this bit up (22 bits). */
+export const OP_TTL_SHIFT = 9;
+const TTL_BITS = 22;
+/** In an encoded ttl: the rest is whole seconds, not ms. */
+const TTL_SECONDS = 1 << (TTL_BITS - 1);
+
+/** A lease (250 … 86 400 000 ms) as the op's 22 bits: exact below 2^21 ms (35 min), else in whole seconds (rounded up). */
+export function encodeTtl(ttl: number): number {
+  return ttl < TTL_SECONDS ? ttl : TTL_SECONDS | Math.ceil(ttl / 1000);
+}
+
+/** The lease an acquisition's op asks for, ms. */
+export function decodeTtl(op: number): number {
+  const v = (op >>> OP_TTL_SHIFT) & ((1 << TTL_BITS) - 1);
+  return (v & TTL_SECONDS) === 0 ? v : (v & ~TTL_SECONDS) * 1000;
+}
 
 export const RES_GRANTED = 1;
 export const RES_UNAVAILABLE = 2;
@@ -45,9 +73,24 @@ export const RES_CANCELLED = 3;
 export const RES_RELEASED = 4;
 /** Granted, and the previous holder died holding it. */
 export const RES_DIED = 1 << 4;
-/** RES_ERROR + kind index (ERROR_KINDS). */
+/** Granted, and another process waits for it already (engine.othersWaiting): the grant starts wanted. */
+export const RES_WANTED = 1 << 5;
+/** RES_ERROR | the kind's index in ERROR_KINDS << RES_ERROR_SHIFT (errorResult, errorKindOf). */
 export const RES_ERROR = 8;
-export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query', 'agent'] as const;
+const RES_ERROR_SHIFT = 8;
+export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query', 'agent', 'config', 'version', 'eviction', 'readonly'] as const;
+export type ErrorKind = (typeof ERROR_KINDS)[number];
+
+/** The answer that reports an error of `kind` (an unknown kind is 'query'). */
+export function errorResult(kind: string): number {
+  const i = ERROR_KINDS.indexOf(kind as ErrorKind);
+  return RES_ERROR | ((i < 0 ? ERROR_KINDS.indexOf('query') : i) << RES_ERROR_SHIFT);
+}
+
+/** The kind of error an answer reports. */
+function errorKindOf(result: number): ErrorKind {
+  return ERROR_KINDS[result >>> RES_ERROR_SHIFT] ?? 'query';
+}
 
 /** The BroadcastChannel of query() requests (cluster/agent.ts answers). */
 export const QUERY_CHANNEL = 'latchkey:cluster-query';
@@ -56,6 +99,12 @@ const QUERY_MS = 10_000;
 const EXIT_MS = 1000;
 /** How long a requester waits for the agent to answer its cancel. */
 const CANCEL_MS = 2000;
+/**
+ * The name of the queue that carries the agent's own requests (OP_CLOSE).
+ * Names starting with '-' are reserved (the front door refuses them), so no
+ * lock request ever uses this queue.
+ */
+export const CONTROL_NAME = '-latchkey:cluster-agent';
 let queries = 0;
 
 /** Where every thread finds the process's cluster table (worker_threads environment data). */
@@ -68,7 +117,9 @@ export const agentSpec: HelperSpec = {
   key: CLUSTER_TABLE_KEY,
   script: './cluster/agent.js',
   title: 'cluster agent',
-  backend: 'postgres',
+  get backend() {
+    return clusterBackend();
+  },
   // Every request waiting for it is answered: it will not come.
   onFailure: () => failPending(),
 };
@@ -79,23 +130,124 @@ let table: QueueTable | undefined;
 export function clusterTable(): QueueTable {
   if (table !== undefined) return table;
   const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
-  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_BACKEND('postgres', 'this worker started before latchkey was imported in the main thread');
+  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_BACKEND(clusterBackend(), 'this worker started before latchkey was imported in the main thread');
   return (table = QueueTable.attach(buffer, { outer: clusterOuter, onStolen: announceSteal }));
 }
 
-/** LATCHKEY_PG_URL, or a clear error. */
-export function clusterUrl(): string {
-  const url = process.env.LATCHKEY_PG_URL;
-  if (url === undefined || url === '') {
-    throw new ERR_LOCK_BACKEND('postgres', "LATCHKEY_PG_URL is not set: scope 'cluster' needs a PostgreSQL connection string");
-  }
-  return url;
+/**
+ * How the threads of a process share a cluster grant on PostgreSQL: the
+ * whole budget, and no linger (a grant nobody local uses goes back at once:
+ * the engine cannot tell when another process starts to wait).
+ */
+const kClusterCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 0 });
+
+/**
+ * On Redis, where the engine is told at once when another process queues
+ * (a 'w' message: events.wanted, OUTER_WANTED): the whole budget (64 local
+ * grants or 20 ms) whoever waits, since every hand-over to another process
+ * costs a message between processes (~0.3 ms here) and a FIFO queue serves
+ * each process in turn anyway; a grant nobody local uses lingers 2 ms while
+ * no other process waits (a loop of lock + unlock in one process re-takes it
+ * with no round trip) and goes back at once when one starts to.
+ */
+const kRedisCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 2 });
+
+export type EngineName = 'postgres' | 'redis';
+
+/** The engines by the URL's scheme. */
+const kSchemes: Readonly<Record<string, EngineName>> = { 'postgres:': 'postgres', 'postgresql:': 'postgres', 'redis:': 'redis', 'rediss:': 'redis' };
+
+/**
+ * What the requesting side knows of each engine, before anything is queued:
+ * whether the front door may offer `steal`, how the process's threads share
+ * its grants (word.ts CohortPolicy), its default port (for messages).
+ */
+export const kEngines: Readonly<Record<EngineName, { readonly steal: boolean; readonly cohort: CohortPolicy; readonly port: number }>> = {
+  postgres: { steal: false, cohort: kClusterCohort, port: 5432 },
+  redis: { steal: true, cohort: kRedisCohort, port: 6379 },
+};
+
+/** The variable that names the server, and its value: LATCHKEY_CLUSTER_URL, else LATCHKEY_PG_URL; undefined when neither is set. */
+function urlSetting(): { readonly variable: string; readonly url: string } | undefined {
+  const cluster = process.env.LATCHKEY_CLUSTER_URL;
+  if (cluster !== undefined && cluster !== '') return { variable: 'LATCHKEY_CLUSTER_URL', url: cluster };
+  const pg = process.env.LATCHKEY_PG_URL;
+  if (pg !== undefined && pg !== '') return { variable: 'LATCHKEY_PG_URL', url: pg };
+  return undefined;
 }
 
-/** The engine for `url` (in the agent thread): chosen by the URL's scheme. */
+/** The engine a URL names, by its scheme; undefined when it names none. */
+function engineOf(url: string): EngineName | undefined {
+  try {
+    return kSchemes[new URL(url).protocol];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The backend of the cluster tier as set now, for messages: 'redis', 'postgres', or 'cluster' when no usable URL is set. */
+export function clusterBackend(): string {
+  const setting = urlSetting();
+  return (setting && engineOf(setting.url)) ?? 'cluster';
+}
+
+let checked: { url: string; engine: EngineName } | undefined;
+
+/** The cluster URL, checked (a URL whose scheme names an engine, and that engine's form), or a clear error: before anything is queued. */
+export function clusterUrl(): string {
+  return checkedUrl().url;
+}
+
+/** The engine the cluster URL names (clusterUrl()'s checks and errors). */
+export function clusterEngine(): EngineName {
+  return checkedUrl().engine;
+}
+
+function checkedUrl(): { url: string; engine: EngineName } {
+  const setting = urlSetting();
+  if (setting === undefined) {
+    throw new ERR_LOCK_BACKEND('cluster', "LATCHKEY_CLUSTER_URL is not set, and LATCHKEY_PG_URL is not set either: scope 'cluster' needs a server's URL, "
+      + 'redis://… or rediss://… (Redis, Valkey) or postgres://… (PostgreSQL)');
+  }
+  const { variable, url } = setting;
+  if (checked?.url === url) return checked;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ERR_LOCK_BACKEND('cluster', `${variable} is not a URL (expected redis://host:port or postgres://user@host:port/database): ${JSON.stringify(redact(url).slice(0, 80))}`);
+  }
+  const engine = kSchemes[u.protocol];
+  if (engine === undefined) {
+    throw new ERR_LOCK_BACKEND('cluster', `${variable} names no engine latchkey has: its scheme is ${u.protocol} (expected redis:, rediss:, postgres: or postgresql:)`);
+  }
+  if (engine === 'redis') {
+    if (u.hostname === '') throw new ERR_LOCK_BACKEND('redis', `${variable} names no host: ${JSON.stringify(redact(url))}`);
+    if (u.pathname !== '' && u.pathname !== '/' && !/^\/\d+$/.test(u.pathname)) {
+      throw new ERR_LOCK_BACKEND('redis', `${variable}'s path is ${JSON.stringify(u.pathname)} (expected nothing, or a database number: redis://host:port/0)`);
+    }
+  }
+  return (checked = { url, engine });
+}
+
+/** The URL with its password hidden, for messages. */
+function redact(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, '//***@');
+}
+
+/** The engine for `url` (in the agent thread): chosen by the URL's scheme. Connects on first use. */
 export async function openEngine(url: string, events: EngineEvents): Promise<ClusterEngine> {
+  if (engineOf(url) === 'redis') {
+    const { openRedisEngine } = await import('./redis.js');
+    return openRedisEngine(url, events);
+  }
   const { PostgresEngine } = await import('./postgres.js');
   return new PostgresEngine(url, events);
+}
+
+/** Whether the front door may offer `steal` at cluster scope (the engine the URL names supports it); clusterUrl()'s errors. */
+export function clusterCanSteal(): boolean {
+  return kEngines[clusterEngine()].steal;
 }
 
 /** The cluster-scope queue of `name` (a front-door key). */
@@ -106,21 +258,39 @@ export function clusterQueue(name: string): RequestQueue {
 
 /** The message of an error the agent reported as kind `kind`. */
 export function agentError(kind: string): Error {
-  let where = 'the server';
+  let where = 'the server', variable = 'LATCHKEY_PG_URL', engine: EngineName = 'postgres';
   try {
+    engine = clusterEngine();
+    variable = urlSetting()!.variable;
     const u = new URL(clusterUrl());
-    where = `${u.hostname}:${u.port || 5432}`;
+    where = `${u.hostname}:${u.port || kEngines[engine].port}`;
   } catch {
     // keep 'the server'
   }
-  const text: Record<string, string> = {
-    unreachable: `the server at ${where} cannot be reached (LATCHKEY_PG_URL), or the connection was lost`,
-    refused: `the server at ${where} refused the role (authentication)`,
-    rights: `the role lacks the rights latchkey needs at ${where} (create and use its tables and functions)`,
-    query: `a query failed at ${where} (NODE_DEBUG=latchkey shows it)`,
-    agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
-  };
-  return new ERR_LOCK_BACKEND('postgres', text[kind] ?? text.query!);
+  const text: Record<string, string> = engine === 'redis'
+    ? {
+      unreachable: `the Redis server at ${where} cannot be reached (${variable}), or the connection was lost`,
+      refused: `the Redis server at ${where} refused the credentials (the user and password in ${variable})`,
+      rights: `the Redis user lacks a command latchkey needs at ${where} (FUNCTION LOAD, FCALL, BLMPOP, CLIENT ID, INFO, SCAN)`,
+      query: `a command failed at the Redis server at ${where} (NODE_DEBUG=latchkey shows it)`,
+      agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
+      config: `the Redis server at ${where} has no such database (the number in ${variable}'s path)`,
+      version: `the server at ${where} is older than Redis 7.0 (or Valkey 7.2), which latchkey needs (Functions, BLMPOP)`,
+      eviction: `the Redis server at ${where} may evict lock keys: its maxmemory-policy is allkeys-* (use noeviction or a volatile-* policy)`,
+      readonly: `the Redis server at ${where} is a read-only replica: point ${variable} at the master`,
+    }
+    : {
+      unreachable: `the server at ${where} cannot be reached (${variable}), or the connection was lost`,
+      refused: `the server at ${where} refused the role (authentication)`,
+      rights: `the role lacks the rights latchkey needs at ${where} (create and use its tables and functions)`,
+      query: `a query failed at ${where} (NODE_DEBUG=latchkey shows it)`,
+      agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
+      config: `the server at ${where} has no such database (${variable})`,
+      version: `the server at ${where} is too old for latchkey`,
+      eviction: `the server at ${where} may lose lock state`,
+      readonly: `the server at ${where} is read-only`,
+    };
+  return new ERR_LOCK_BACKEND(engine, text[kind] ?? text.query!);
 }
 
 /** Post a request in the seat's mailbox for the agent; its number. */
@@ -144,7 +314,8 @@ class ClusterEscalation implements Escalating {
   constructor(seat: OuterSeat, req: OuterRequest) {
     this.#seat = seat;
     this.#req = req;
-    this.#seq = post(seat, OP_ACQUIRE | (req.mode === 'shared' ? F_SHARED : 0) | (req.once ? F_ONCE : 0) | (req.steal ? F_STEAL : 0));
+    this.#seq = post(seat, OP_ACQUIRE | (req.mode === 'shared' ? F_SHARED : 0) | (req.once ? F_ONCE : 0) | (req.steal ? F_STEAL : 0)
+      | (encodeTtl(req.ttl) << OP_TTL_SHIFT));
   }
 
   step(): OuterOutcome | { bell: number; until: number } {
@@ -152,10 +323,10 @@ class ClusterEscalation implements Escalating {
     if (answer !== null) {
       const { result, token } = answer;
       switch (result & 0xf) {
-        case RES_GRANTED: return { granted: { token, expires: Infinity, abandoned: (result & RES_DIED) !== 0 } };
+        case RES_GRANTED: return { granted: { token, expires: Infinity, abandoned: (result & RES_DIED) !== 0, wanted: (result & RES_WANTED) !== 0 } };
         case RES_UNAVAILABLE: return { gaveUp: 'unavailable' };
         case RES_CANCELLED: return { failed: this.#cause };
-        default: return { failed: agentError(ERROR_KINDS[(result & 0xf) - RES_ERROR] ?? 'query') };
+        default: return { failed: agentError(errorKindOf(result)) };
       }
     }
     if (!this.#cancelling && performance.now() >= this.#req.wait.deadline) {
@@ -178,16 +349,13 @@ class ClusterEscalation implements Escalating {
   }
 }
 
-/**
- * How the threads of a process share a cluster grant: the whole budget, and
- * no linger (a grant nobody local uses goes back at once: the engine cannot
- * tell yet when another process starts to wait).
- */
-const kClusterCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 0 });
-
 /** The cluster tier's side of the seam (atomics/queue/outer.ts). */
 export const clusterOuter: OuterLock = {
-  cohort: kClusterCohort,
+  // By the engine the URL names (read as each queue is made: the URL is checked by then).
+  get cohort() {
+    const setting = urlSetting(), engine = setting && engineOf(setting.url);
+    return engine === undefined ? kClusterCohort : kEngines[engine].cohort;
+  },
   acquireSync: (seat, req) => escalateSync(seat, new ClusterEscalation(seat, req)),
   acquire: (seat, req) => escalate(seat, new ClusterEscalation(seat, req), req.wait.signal),
   // As the name's releaser: the agent keeps it (no other process waits) or gives it back, and reports.
@@ -206,7 +374,7 @@ function failPending(): void {
   if (table === undefined) return;
   for (const q of table.queues()) {
     const { seq } = q.seat!.mailbox.request();
-    if (!q.seat!.mailbox.idle()) q.seat!.mailbox.reply(seq, RES_ERROR + ERROR_KINDS.indexOf('agent'));
+    if (!q.seat!.mailbox.idle()) q.seat!.mailbox.reply(seq, errorResult('agent'));
   }
 }
 
@@ -243,20 +411,37 @@ export async function clusterQuery(): Promise<ClusterEntry[]> {
 /**
  * At exit, wait (a little) for the agent to finish the releases it was
  * asked for: a session that ends with a lease row left reads, to the next
- * holder, as a holder that died. (src/process.ts installs it.)
+ * holder, as a holder that died. Then have it close its engine (where the
+ * engine has close(): Redis finishes its releases, gives back what is
+ * still held, abandoned, and deletes its inbox). (src/process.ts installs it.)
  */
 export function clusterExit(): void {
   const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
   if (!(buffer instanceof SharedArrayBuffer) || QueueTable.namesIn(buffer) === 0) return;
-  const end = performance.now() + EXIT_MS;
+  const end = performance.now() + EXIT_MS, t = clusterTable();
   // A grant that lingers is given back too: its session ending with it held would read, to the next holder, as a death.
-  for (const q of clusterTable().queues()) if (q.seat!.lingersUntil !== 0) q.seat!.releaseIfIdle(Infinity);
-  for (const q of clusterTable().queues()) {
+  for (const q of t.queues()) if (q.seat!.lingersUntil !== 0) q.seat!.releaseIfIdle(Infinity);
+  for (const q of t.queues()) {
     const seat = q.seat!;
     for (;;) {
       const bell = seat.bell;
-      if (seat.mailbox.idle() || performance.now() >= end) break;
+      // Releases only: an acquisition (another thread waiting) does not hold the exit up.
+      if (seat.mailbox.idle() || (seat.mailbox.request().op & OP_MASK) !== OP_RELEASE || performance.now() >= end) break;
       seat.sleep(bell, end);
     }
+  }
+  if (t.helper.state !== HELPER_SERVING) return;
+  let seat: OuterSeat;
+  try {
+    seat = t.queue(CONTROL_NAME).seat!;
+  } catch {
+    return; // the table is full: no close (the server finds the connections gone)
+  }
+  const seq = seat.mailbox.post(OP_CLOSE);
+  t.helper.ring();
+  for (;;) {
+    const bell = seat.bell;
+    if (seat.mailbox.answer(seq) !== null || performance.now() >= end) break;
+    seat.sleep(bell, end);
   }
 }
