@@ -33,6 +33,7 @@ import { type HelperSpec, ensureHelper } from '../helper-threads.js';
 import { type Escalating, escalate, escalateSync } from '../escalation.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT } from '../../errors.js';
 import { debug } from '../../observe.js';
+import { type DriverName, checkDriver } from '../drivers.js';
 import { announceSteal } from '../../loss.js';
 
 export const OP_ACQUIRE = 1;
@@ -160,11 +161,13 @@ const kSchemes: Readonly<Record<string, EngineName>> = { 'postgres:': 'postgres'
 /**
  * What the requesting side knows of each engine, before anything is queued:
  * whether the front door may offer `steal`, how the process's threads share
- * its grants (word.ts CohortPolicy), its default port (for messages).
+ * its grants (word.ts CohortPolicy), its default port (for messages), the
+ * driver it loads in the agent thread (checked here: a missing one is
+ * ERR_LOCK_BACKEND naming the package, not a vaguer error from the agent).
  */
-export const kEngines: Readonly<Record<EngineName, { readonly steal: boolean; readonly cohort: CohortPolicy; readonly port: number }>> = {
-  postgres: { steal: false, cohort: kClusterCohort, port: 5432 },
-  redis: { steal: true, cohort: kRedisCohort, port: 6379 },
+export const kEngines: Readonly<Record<EngineName, { readonly steal: boolean; readonly cohort: CohortPolicy; readonly port: number; readonly driver: DriverName }>> = {
+  postgres: { steal: false, cohort: kClusterCohort, port: 5432, driver: 'pg' },
+  redis: { steal: true, cohort: kRedisCohort, port: 6379, driver: '@redis/client' },
 };
 
 /** The variable that names the server, and its value: LATCHKEY_CLUSTER_URL, else LATCHKEY_PG_URL; undefined when neither is set. */
@@ -227,6 +230,7 @@ function checkedUrl(): { url: string; engine: EngineName } {
       throw new ERR_LOCK_BACKEND('redis', `${variable}'s path is ${JSON.stringify(u.pathname)} (expected nothing, or a database number: redis://host:port/0)`);
     }
   }
+  checkDriver(kEngines[engine].driver, engine);
   return (checked = { url, engine });
 }
 

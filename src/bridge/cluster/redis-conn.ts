@@ -55,10 +55,20 @@ async function runFunction(call: Conn['call'], library: string, fn: string, args
 /** @redis/client, loaded on first use (bridge/drivers.ts: ERR_LOCK_BACKEND naming the package when it is missing). */
 const driver = () => loadDriver<typeof RedisClient>('@redis/client', 'redis');
 
+/**
+ * The client class, made once. createClient() makes a class per distinct
+ * options object (a one-entry cache keyed by their JSON), attaching every
+ * command: ~50 ms here, each time the options differ (another connection
+ * name). The engine sends raw commands only; one class serves every
+ * connection.
+ */
+let clientClass: ReturnType<typeof RedisClient.RedisClient.factory<{}, {}, {}, 2>> | undefined;
+const makeClient = () => (clientClass ??= driver().RedisClient.factory<{}, {}, {}, 2>({ RESP: 2 }));
+
 /** Connect to `url` (redis:// or rediss://; user, password and database number as the URL gives them). */
 export async function connect(url: string, o: ConnectOptions): Promise<Conn> {
-  const c = driver().createClient({
-    url, RESP: 2, disableOfflineQueue: true, name: o.name,
+  const c = makeClient()({
+    url, disableOfflineQueue: true, name: o.name,
     socket: { reconnectStrategy: false, connectTimeout: o.connectTimeout, keepAlive: true, keepAliveInitialDelay: 5000, noDelay: true },
   });
   let endCb: (err?: Error) => void = () => {};

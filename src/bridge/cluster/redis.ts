@@ -198,8 +198,17 @@ export class RedisEngine implements ClusterEngine {
     const sid = randomBytes(6).toString('hex'), name = `lk:${this.owner}:${sid}`;
     let cmd: Conn | undefined, blk: Conn | undefined;
     try {
-      cmd = await connect(this.#url, { name, connectTimeout: CONNECT_MS });
-      const [id, info] = await Promise.all([cmd.call(['CLIENT', 'ID']), cmd.call(['INFO'])]);
+      // Both at once (a refused server: both closed below); blk waits on the inbox, cmd runs everything else.
+      const [c, b] = await Promise.allSettled([
+        connect(this.#url, { name, connectTimeout: CONNECT_MS }),
+        connect(this.#url, { name: `${name}:b`, connectTimeout: CONNECT_MS }),
+      ]);
+      if (c.status === 'fulfilled') cmd = c.value;
+      if (b.status === 'fulfilled') blk = b.value;
+      if (c.status === 'rejected') throw c.reason;
+      if (b.status === 'rejected') throw b.reason;
+      const call = c.value.call;
+      const [id, info] = await Promise.all([call(['CLIENT', 'ID']), call(['INFO'])]);
       const field = (k: string) => new RegExp(`^${k}:(.*)$`, 'm').exec(str(info))?.[1]?.trim() ?? '';
       const version = field('redis_version').split('.').map(Number);
       if (!(version[0]! > MIN_VERSION[0] || (version[0] === MIN_VERSION[0] && version[1]! >= MIN_VERSION[1]))) {
@@ -210,22 +219,21 @@ export class RedisEngine implements ClusterEngine {
         throw new EngineError('eviction', `Cannot use the Redis server: its maxmemory-policy is ${policy}, which may evict lock keys (use noeviction or a volatile-* policy)`);
       }
       if (field('role') !== '' && field('role') !== 'master') throw new EngineError('readonly', `Cannot use the Redis server: it is a ${field('role')}, not a master`);
-      await loadLibrary(cmd.call, LIBRARY_CODE);
+      await loadLibrary(call, LIBRARY_CODE);
       let canList = true;
       try {
-        await cmd.call(['CLIENT', 'LIST', 'ID', str(id)]);
+        await call(['CLIENT', 'LIST', 'ID', str(id)]);
       } catch (err) {
         if (!/NOPERM|unknown/i.test((err as Error).message)) throw err;
         canList = false; // dead holders are then found by their lease only
         debug('redis: CLIENT LIST is not allowed; dead holders are taken over when their lease runs out');
       }
-      blk = await connect(this.#url, { name: `${name}:b`, connectTimeout: CONNECT_MS });
-      const s: Session = { sid, cmd, blk, cid: str(id), canList, registered: false, dead: false };
+      const s: Session = { sid, cmd: c.value, blk: b.value, cid: str(id), canList, registered: false, dead: false };
       if (this.#closed) throw new EngineError('query', 'Cannot use the Redis engine: it was closed');
       this.#session = s;
       this.stats.sessions++;
-      cmd.onEnd((err) => this.#lost(s, `the connection to the server ended${err ? `: ${err.message}` : ''}`));
-      blk.onEnd((err) => this.#lost(s, `the connection to the server ended${err ? `: ${err.message}` : ''}`));
+      s.cmd.onEnd((err) => this.#lost(s, `the connection to the server ended${err ? `: ${err.message}` : ''}`));
+      s.blk.onEnd((err) => this.#lost(s, `the connection to the server ended${err ? `: ${err.message}` : ''}`));
       void this.#inbox(s);
       // A new session after a lost one: send again what waits (same rid: keeps its place or takes up its grant).
       for (const p of this.#pending.values()) if (!p.attempting && p.session !== s) void this.#attempt(p);
