@@ -17,6 +17,7 @@ import { conditionBench } from './condition.js';
 import { locksBench } from './locks.js';
 import { hostBench } from './host.js';
 import { clusterBench } from './cluster.js';
+import { redisBench } from './redis.js';
 
 const quick = process.argv.includes('--quick');
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -55,6 +56,8 @@ log('host tier: file and SQLite backends, processes …');
 figures.push(...await hostBench(quick));
 log('cluster tier: PostgreSQL (LATCHKEY_PG_URL) …');
 figures.push(...await clusterBench(quick));
+log('cluster tier: Redis (LATCHKEY_REDIS_URL, or a redis-server of its own) …');
+figures.push(...await redisBench(quick));
 
 const table = markdown(figures);
 const header = `latchkey bench — Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
