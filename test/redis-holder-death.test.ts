@@ -8,7 +8,7 @@
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { askerToldOfDeath, oneOfTwoToldOfDeath, waiterToldOfDeath } from './fixtures/tier-util.js';
 import {
-  connectionsOf, forgetRedisNames, holdersOf, hr, msBetween, raw, redisChild, redisCleanup, redisUrl, uniquePrefix, until,
+  agentKeysOf, connectionsOf, forgetRedisNames, holdersOf, hr, msBetween, raw, redisChild, redisCleanup, redisUrl, uniquePrefix, until,
   waitingPids,
 } from './fixtures/redis-util.js';
 
@@ -145,6 +145,42 @@ describe('Redis holder death', () => {
     const g = await waiter.next((m) => m.ev === 'granted' && m.key === 'w', 10_000, 'the grant');
     expect(g).toMatchObject({ abandoned: false });
     expect(g.token).toBeGreaterThan(h.token);
+  }, 30_000);
+
+  test('a process that unlocks and exits leaves nothing behind and nobody is told abandoned; one that exits holding gives it back, abandoned', async () => {
+    const name = fresh('exit');
+    const c = await raw();
+    let last = 0;
+    for (let round = 0; round < 2; round++) {
+      const p = await redisChild();
+      const h = await p.call('lock', { key: 'h', name, opts: { timeout: 5000 } });
+      expect(h).toMatchObject({ granted: true, abandoned: false });
+      expect(h.token).toBeGreaterThan(last);
+      last = h.token as number;
+      const [inbox] = await agentKeysOf(c, p.pid);
+      expect(inbox).toBeDefined();
+      p.send({ id: 999, op: 'unlockExit', key: 'h' });
+      expect(await p.exited).toMatchObject({ code: 0 });
+      // Its agent closed its engine at exit: its agent key and inbox are gone.
+      expect(await c.send(['EXISTS', inbox!, inbox!.replace(':agent:', ':inbox:')])).toBe(0);
+    }
+    expect(await holdersOf(c, name)).toEqual([]);
+    // A process that exits (process.exit) while a thread holds the lock: given back at exit, told to the next one.
+    const [p, next] = await Promise.all([redisChild(), redisChild()]);
+    const h = await p.call('lock', { key: 'h', name, opts: { timeout: 5000 } });
+    expect(h.token).toBeGreaterThan(last);
+    expect(await next.call('request', { key: 'n', name, opts: { timeout: 10_000 } })).toMatchObject({ queued: true });
+    await queued(name, next.pid);
+    const [agent] = await agentKeysOf(c, p.pid);
+    const exitAt = hr();
+    p.send({ id: 998, op: 'exit', code: 0 });
+    const g = await next.next((m) => m.ev === 'granted' && m.key === 'n', 10_000, 'the next grant');
+    expect(g).toMatchObject({ abandoned: true });
+    expect(g.token).toBeGreaterThan(h.token);
+    expect(msBetween(exitAt, g.at)).toBeLessThan(1000);
+    // Given back by the exiting process itself, which closed its engine: its agent key is gone (a reap by the
+    // waiter would only have given it a TTL).
+    expect(await c.send(['EXISTS', agent!])).toBe(0);
   }, 30_000);
 
   test('CLIENT KILL of a holder\'s connection: it is told at once, the waiter gets the lock within 1 s, and the holder\'s agent reconnects', async () => {
