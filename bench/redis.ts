@@ -17,7 +17,7 @@
  *   release → grant on hrtime (one clock for every process of the host). The
  *   floor is LPUSH in one process → BLPOP returning in another.
  * - 4 processes contended (bench/workers/redis-contend.ts): each loops lock,
- *   section (a 2 ms wait: I/O; or empty), unlock, for 1.5 s; one requester per
+ *   section (a 2 ms wait: I/O; or empty), unlock, for 1.2 s; one requester per
  *   process, or four (latchkey: four worker threads sharing the process's
  *   grant, the cohort; the peers: four concurrent async loops, which cannot
  *   share one). Throughput and the wait p99; an overlap log proves every run
@@ -195,7 +195,7 @@ export async function redisBench(quick: boolean): Promise<Figure[]> {
   env = { ...process.env, LATCHKEY_CLUSTER_URL: url };
   delete env.NODE_DEBUG;
   const where = new URL(url).host;
-  const rounds = quick ? 1 : 3, ms = quick ? 1000 : 1500, n = quick ? 15 : 60;
+  const rounds = quick ? 1 : 3, ms = quick ? 1000 : 1200, n = quick ? 15 : 40;
   const U: Array<Record<string, number>> = [];
   const H: Record<'latchkey' | 'engine' | 'blpop', number[]> = { latchkey: [], engine: [], blpop: [] };
   const Hp90: Record<'latchkey' | 'engine' | 'blpop', number[]> = { latchkey: [], engine: [], blpop: [] };
