@@ -4,7 +4,7 @@
  * chart of the ratios), and prints the table.
  * Flags: --quick (short runs, for a smoke test; prints, writes nothing);
  * --only SECTION[,SECTION] (threads, rwlock, semaphore, condition, locks,
- * host, cluster: only those; prints the table and each figure's note,
+ * host, cluster, redis: only those; prints the table and each figure's note,
  * writes nothing: the results files keep a whole run).
  */
 import { execFileSync } from 'node:child_process';
@@ -20,11 +20,12 @@ import { conditionBench } from './condition.js';
 import { locksBench } from './locks.js';
 import { hostBench } from './host.js';
 import { clusterBench } from './cluster.js';
+import { redisBench } from './redis.js';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
 const only = onlyAt < 0 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','));
-const sections = ['threads', 'rwlock', 'semaphore', 'condition', 'locks', 'host', 'cluster'];
+const sections = ['threads', 'rwlock', 'semaphore', 'condition', 'locks', 'host', 'cluster', 'redis'];
 if (only !== undefined && (only.size === 0 || [...only].some((s) => !sections.includes(s)))) {
   throw new Error(`--only takes a comma-separated list of ${sections.join(', ')}; got ${JSON.stringify(process.argv[onlyAt + 1])}`);
 }
@@ -79,6 +80,10 @@ if (runs('host')) {
 if (runs('cluster')) {
   log('cluster tier: PostgreSQL (LATCHKEY_PG_URL) …');
   figures.push(...await clusterBench(quick));
+}
+if (runs('redis')) {
+  log('cluster tier: Redis (LATCHKEY_REDIS_URL, or a redis-server of its own) …');
+  figures.push(...await redisBench(quick));
 }
 
 const table = markdown(figures);

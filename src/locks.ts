@@ -18,7 +18,7 @@ import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
 import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard } from './lock-guard.js';
 import { announceSteal } from './loss.js';
 import { hostQuery, hostQueue, hostTable, kDefaultTtl } from './bridge/host/host.js';
-import { clusterQuery, clusterQueue, clusterTable } from './bridge/cluster/cluster.js';
+import { clusterCanSteal, clusterQuery, clusterQueue, clusterTable } from './bridge/cluster/cluster.js';
 import { nameOfStoreKey } from './bridge/keys.js';
 import {
   ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE, plainTypeError,
@@ -36,7 +36,8 @@ export interface LockRequestOptions {
   /**
    * Release every holder of the name and grant this request at once, ahead
    * of the queue. The holders' request() promises reject with an AbortError
-   * and their `lock.signal` aborts. Exclusive only. @default false
+   * and their `lock.signal` aborts. Exclusive only; at scope 'cluster', on
+   * Redis only (NotSupportedError on PostgreSQL). @default false
    */
   steal?: boolean;
   /** Abort a pending request: it leaves the queue and rejects with the signal's reason. No effect once granted. @default undefined */
@@ -45,8 +46,9 @@ export interface LockRequestOptions {
    * Who the lock excludes. `'thread'`: the threads of this process.
    * `'host'`: every process of this machine (lock directory or SQLite
    * database: bridge/host/host.ts). `'cluster'`: every process of every machine
-   * that reaches one PostgreSQL server, `LATCHKEY_PG_URL` (advisory locks:
-   * bridge/cluster/cluster.ts; no `steal`). The threads of one process share one
+   * that reaches one server, `LATCHKEY_CLUSTER_URL`: Redis or Valkey
+   * (redis://…) or PostgreSQL (postgres://…, also `LATCHKEY_PG_URL`; no
+   * `steal`) (bridge/cluster/cluster.ts). The threads of one process share one
    * host or cluster grant between them (cohorting), with the same
    * semantics. @default 'thread'
    */
@@ -54,11 +56,13 @@ export interface LockRequestOptions {
   /** Give up after this many ms: the request leaves the queue and rejects with ERR_LOCK_TIMEOUT. @default Infinity */
   timeout?: number;
   /**
-   * Host scope: the lease, in ms. A holder process that stops (SIGSTOP, a
-   * frozen VM) loses the lock to others this long after its last renewal;
-   * leases are renewed by a thread of their own, so a holder blocked in a
-   * synchronous call keeps it. A dead holder's lock is taken over at once,
-   * whatever the lease. @default 10000
+   * Host scope, and cluster scope on Redis: the lease, in ms. A holder
+   * process that stops (SIGSTOP, a frozen VM) loses the lock to others this
+   * long after its last renewal (on Redis, by the server's clock); leases
+   * are renewed by a thread of their own, so a holder blocked in a
+   * synchronous call keeps it. A dead holder's lock is taken over at once
+   * (on Redis: within 200 ms of its connection closing), whatever the
+   * lease. @default 10000
    */
   ttl?: number;
   /**
@@ -147,8 +151,8 @@ function parseOptions(name: string, options: LockRequestOptions | undefined): Pa
   if (scope !== 'thread' && scope !== 'host' && scope !== 'cluster') {
     throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread', 'host' or 'cluster'");
   }
-  // A PostgreSQL advisory lock cannot be taken from another session.
-  if (steal && scope === 'cluster') throw notSupported('The "steal" option is not supported with scope "cluster"');
+  // Where the engine can take a lock from another process (Redis); a PostgreSQL advisory lock cannot be taken from another session.
+  if (steal && scope === 'cluster' && !clusterCanSteal()) throw notSupported('The "steal" option is not supported with scope "cluster" on PostgreSQL');
   if (typeof ttl !== 'number') throw new ERR_INVALID_ARG_TYPE('options.ttl', 'a number', ttl);
   if (!(ttl >= 250 && ttl <= 86_400_000) || !Number.isInteger(ttl)) {
     throw new ERR_OUT_OF_RANGE('options.ttl', 'an integer number of ms from 250 to 86400000', ttl);

@@ -1,5 +1,5 @@
 // Cluster scope, the cohort (the threads of a process share one server
-// grant per name; cluster.ts kClusterCohort): while nobody else waits, a
+// grant per name; cluster.ts kEngines.postgres.cohort): while nobody else waits, a
 // grant nobody local uses lingers, so a process re-taking a name costs no
 // round trip (its grants share one server grant: token = server token ×
 // 1000 + pass). Once another process waits (it knocked; or the grant came

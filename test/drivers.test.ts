@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, test } from 'vitest';
+import { bareProject } from './fixtures/bare-project.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dirs: string[] = [];
@@ -21,22 +22,6 @@ function temp(prefix: string): string {
   fs.chmodSync(d, 0o700);
   dirs.push(d);
   return d;
-}
-
-/**
- * A project with latchkey installed and none of the drivers: the built
- * package copied into its node_modules, with its one dependency (lru-cache).
- * Nothing above it in the temp dir has a node_modules.
- */
-function bareProject(): string {
-  const dir = temp('lk-bare-');
-  const pkg = join(dir, 'node_modules', 'latchkey');
-  fs.mkdirSync(join(pkg, 'dist'), { recursive: true });
-  fs.cpSync(join(root, 'dist', 'src'), join(pkg, 'dist', 'src'), { recursive: true });
-  fs.copyFileSync(join(root, 'package.json'), join(pkg, 'package.json'));
-  fs.symlinkSync(fs.realpathSync(join(root, 'node_modules', 'lru-cache')), join(dir, 'node_modules', 'lru-cache'), 'dir');
-  fs.writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module', private: true }));
-  return dir;
 }
 
 /** Run an ES module script in `cwd` (its `import('latchkey')` resolves there); its last stdout line as JSON. */
@@ -84,6 +69,7 @@ console.log(JSON.stringify({ loaded }));
 
   test('with no driver installed: thread and file-backend host locks work; the SQLite backend fails with ERR_LOCK_BACKEND naming the package, creating nothing', () => {
     const dir = bareProject(), lockDir = temp('lk-drivers-locks-');
+    dirs.push(dir);
     const works = run(dir, `
 const { locks } = await import('latchkey');
 const t = await locks.request('t', async (lock) => lock.token);
@@ -107,6 +93,7 @@ console.log(JSON.stringify({ isClass: err instanceof LockBackendError, code: err
 
   test('loadDriver(): a missing pg is ERR_LOCK_BACKEND naming it; checkDriver() says so without loading anything', () => {
     const dir = bareProject();
+    dirs.push(dir);
     const out = run(dir, `
 const d = await import('./node_modules/latchkey/dist/src/bridge/drivers.js');
 const load = (() => { try { d.loadDriver('pg', 'postgres'); } catch (e) { return { code: e.code, backend: e.backend, message: e.message }; } })();

@@ -7,7 +7,8 @@
  *
  *   better-sqlite3  LATCHKEY_BACKEND=sqlite (host scope)
  *   pg              scope 'cluster' on PostgreSQL
- *   ioredis, redis  scope 'cluster' on Redis
+ *   @redis/client   scope 'cluster' on Redis (node-redis's core, without
+ *                   the modules the 'redis' package adds)
  *
  * A driver that is not installed, or cannot be loaded (a native addon built
  * for another Node), is ERR_LOCK_BACKEND naming the package and the command
@@ -25,8 +26,7 @@ import { ERR_LOCK_BACKEND } from '../errors.js';
 export const kDrivers = {
   'better-sqlite3': 'the SQLite host backend (LATCHKEY_BACKEND=sqlite)',
   pg: "scope 'cluster' on PostgreSQL",
-  ioredis: "scope 'cluster' on Redis",
-  redis: "scope 'cluster' on Redis",
+  '@redis/client': "scope 'cluster' on Redis (a redis:// or rediss:// LATCHKEY_CLUSTER_URL)",
 } as const;
 
 export type DriverName = keyof typeof kDrivers;

@@ -57,13 +57,14 @@ Options:
                        run SHELL COMMAND with $SHELL -c (/bin/sh when SHELL
                        is not set), instead of COMMAND [ARGS...]
       --scope SCOPE    host (default): exclude the processes of this machine;
-                       cluster: of every machine on the PostgreSQL server
-                       LATCHKEY_PG_URL names;
+                       cluster: of every machine on the server that
+                       LATCHKEY_CLUSTER_URL names (Redis or PostgreSQL);
                        thread: exclude only this latchkey's own threads (that
                        is, nobody; for tests)
-      --ttl MS         the host lease in ms, 250 to 86400000 (default 10000).
-                       latchkey renews it from a thread of its own; it runs
-                       out only if latchkey is frozen (SIGSTOP, a suspended VM)
+      --ttl MS         the lease in ms (host scope; cluster scope on Redis),
+                       250 to 86400000 (default 10000). latchkey renews it
+                       from a thread of its own; it runs out only if
+                       latchkey is frozen (SIGSTOP, a suspended VM)
   -h, --help           show this help
 
 While COMMAND runs:
@@ -90,6 +91,10 @@ Environment:
   LATCHKEY_BACKEND     file (default) or sqlite
   LATCHKEY_DIR         the lock directory (default $TMPDIR/latchkey-<uid>);
                        the sqlite backend keeps <dir>/locks.db
+  LATCHKEY_CLUSTER_URL the server of scope cluster: redis://[[user]:password@]
+                       host[:port][/db] or rediss://… (Redis 7 or Valkey 7.2,
+                       npm install @redis/client), or postgres://… (npm
+                       install pg). LATCHKEY_PG_URL is read when it is unset
 
 ${RUN_EXIT_HELP}`;
 

@@ -21,7 +21,7 @@ import { S_BELL, slotBase } from '../layout.js';
 import {
   ABANDONED_NEXT, A_FLAGS, A_HEAD, A_OUTER, A_OUTER_EXPIRES, A_OUTER_FLAGS, A_OUTER_IDLE, A_OUTER_MODE, A_OUTER_NODE,
   A_OUTER_REP, A_OUTER_REP_RESULT, A_OUTER_REP_TOKEN, A_OUTER_REQ, A_OUTER_REQ_OP, A_OUTER_TOKEN, A_OUTER_TTL,
-  A_OUTER_WAITERS, ACT_NONE, type CohortPolicy, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, OUTER_ACQUIRING,
+  A_OUTER_WAITERS, ACT_NONE, type CohortPolicy, MODE_EXCLUSIVE, MODE_MASK, MODE_SHARED, N_MODE, N_TTL, OUTER_ACQUIRING,
   OUTER_COMPROMISED, OUTER_HELD, OUTER_RELEASING, OUTER_WANTED, type LockMode, type NodePool, type Place, heldGrants, lingerDue,
   mayKeepOuter, nodeAt, ringOuterBell, stealerWaiting,
 } from './word.js';
@@ -171,6 +171,17 @@ export class OuterSeat {
   }
 
   /** For an escalator: a stealer waits ahead of it, so it stands down (unless it steals too). */
+  /**
+   * For a helper thread serving an escalation: the lease (ms) the escalating
+   * request asked for (its `ttl`), or 0 when no escalation is on its way.
+   * The escalator's node is read while the seat is acquiring: its N_TTL was
+   * written before it was queued.
+   */
+  get leaseAsked(): number {
+    const node = Atomics.load(this.#w, this.#a + A_OUTER_NODE);
+    return node === 0 ? 0 : Atomics.load(this.#w, nodeAt(this.#q.pool, node - 1) + N_TTL);
+  }
+
   get stealerAhead(): boolean {
     return stealerWaiting(this.#q.pool, this.#a, Atomics.load(this.#w, this.#a + A_OUTER_NODE) - 1);
   }

@@ -13,7 +13,7 @@
  * fresh budget, when the process's own threads still want it and no other
  * process waits, as the server confirms). One request per name at a time,
  * every name at once: a stuck name holds up no other. A grant nobody local
- * uses lingers (cluster.ts kClusterCohort) and is given back here.
+ * uses lingers (its engine's cohort policy: cluster.ts kEngines) and is given back here.
  *
  * A grant the engine says was lost (its session ended, its lease was taken)
  * is compromised at once: its holders are told (ERR_LOCK_COMPROMISED,
@@ -29,9 +29,9 @@ import { HELPER_SERVING } from '../../atomics/queue/table.js';
 import type { RequestQueue } from '../../atomics/queue/queue.js';
 import type { ClusterEngine, EngineLoss, LockMode } from './engine.js';
 import {
-  CONTROL_NAME, ERROR_KINDS, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, F_STEAL, OP_CANCEL, OP_CLOSE, OP_DEADLINE_NONE, OP_DEADLINE_SHIFT, OP_MASK,
-  OP_RELEASE, QUERY_CHANNEL, RES_CANCELLED, RES_DIED, RES_ERROR, RES_GRANTED, RES_RELEASED, RES_TIMEOUT, RES_UNAVAILABLE, RES_WANTED,
-  clusterTable, clusterUrl, openEngine,
+  CONTROL_NAME, F_ABANDONED, F_KEEP, F_ONCE, F_SHARED, F_STEAL, OP_CANCEL, OP_CLOSE, OP_DEADLINE_NONE, OP_DEADLINE_SHIFT, OP_MASK,
+  OP_RELEASE, QUERY_CHANNEL, RES_CANCELLED, RES_DIED, RES_GRANTED, RES_RELEASED, RES_UNAVAILABLE, RES_WANTED,
+  clusterTable, clusterUrl, errorResult as resultOf, openEngine,
 } from './cluster.js';
 import { storeKey } from '../keys.js';
 import { announceLoss } from '../../loss.js';
@@ -105,12 +105,7 @@ function markWanted(q: RequestQueue, token: number): void {
 }
 
 const reply = (q: RequestQueue, seq: number, result: number, token = 0) => q.seat!.mailbox.reply(seq, result, token);
-function errorResult(err: unknown): number {
-  const kind = engine.kindOf(err);
-  if (kind === 'timeout') return RES_TIMEOUT;
-  const i = ERROR_KINDS.indexOf(kind);
-  return RES_ERROR + (i >= 0 ? i : ERROR_KINDS.indexOf('query'));
-}
+const errorResult = (err: unknown) => resultOf(engine.kindOf(err));
 /** Whether request `seq` of the slot is still the one to answer (no cancel or newer request came meanwhile). */
 const current = (q: RequestQueue, seq: number) => q.seat!.mailbox.request().seq === seq;
 
@@ -120,7 +115,9 @@ async function acquire(q: RequestQueue, seq: number, op: number, abort: AbortCon
   const left = (op >>> OP_DEADLINE_SHIFT) & OP_DEADLINE_NONE;
   const deadline = left === OP_DEADLINE_NONE ? Infinity : performance.now() + left;
   try {
-    const grant = await engine.acquire(key, { mode, once: (op & F_ONCE) !== 0, steal: (op & F_STEAL) !== 0, ttl: 0, deadline, signal: abort.signal });
+    const grant = await engine.acquire(key, {
+      mode, once: (op & F_ONCE) !== 0, steal: (op & F_STEAL) !== 0, ttl: q.seat!.leaseAsked, deadline, signal: abort.signal,
+    });
     if (grant === null) {
       if (current(q, seq)) reply(q, seq, RES_UNAVAILABLE);
       return;
@@ -132,7 +129,7 @@ async function acquire(q: RequestQueue, seq: number, op: number, abort: AbortCon
       await new Promise((r) => setTimeout(r, ABANDONED_GRACE_MS));
       if (held.get(q.slot) !== mine) {
         // Lost meanwhile (its session ended too): as if the session had ended as it granted the lock.
-        if (current(q, seq)) reply(q, seq, RES_ERROR + ERROR_KINDS.indexOf('unreachable'));
+        if (current(q, seq)) reply(q, seq, resultOf('unreachable'));
         return;
       }
     }

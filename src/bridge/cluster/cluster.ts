@@ -1,13 +1,16 @@
 /**
  * The cluster tier: locks shared by every process of every machine that
- * reaches one PostgreSQL server (`LATCHKEY_PG_URL`), through this
- * process's cluster table (a gated request-queue table, as the host
- * tier's: the threads of a process share one cluster grant, cohorting).
+ * reaches one server, through this process's cluster table (a gated
+ * request-queue table, as the host tier's: the threads of a process share
+ * one cluster grant, cohorting). The server is named by
+ * `LATCHKEY_CLUSTER_URL`, whose scheme picks the engine (kEngines): redis://
+ * or rediss:// (Redis, Valkey: redis.ts), postgres:// or postgresql://
+ * (PostgreSQL: postgres.ts); `LATCHKEY_PG_URL` is read when it is not set.
  *
  * No requesting thread talks to the server: PostgreSQL's advisory locks
- * belong to a session, and a session to one connection, so the process's
- * connections live in one thread, the cluster agent (agent.ts, started by
- * helper-threads.ts). The head of a name's queue posts its request in the
+ * belong to a session, and a session to one connection; a Redis agent
+ * owns an inbox and renews leases. So the process's connections live in
+ * one thread, the cluster agent (agent.ts, started by helper-threads.ts). The head of a name's queue posts its request in the
  * name's mailbox (the seat's, atomics/queue/outer.ts) and sleeps on the
  * name's bell; the agent answers there. A blocking lockSync() works the
  * same way. One actor per name posts at a time (the escalator or the
@@ -16,27 +19,31 @@
  * The mailbox's words (outer.ts OuterSeat.mailbox) carry this tier's codes:
  *   request op   OP_* | F_* flags | the time left before the request's
  *                deadline, whole ms, in bits OP_DEADLINE_SHIFT.. (the agent
- *                passes the deadline to the engine, which ends the wait in
- *                the server: PostgreSQL's lock_timeout)
- *   answer       RES_* | RES_DIED | RES_WANTED, and the engine's token
+ *                passes the deadline to the engine, which ends the wait
+ *                itself: PostgreSQL's lock_timeout in the server, a timer
+ *                on Redis). An acquisition's lease (ttl, engines with
+ *                leases: Redis) is read from its seat (OuterSeat.leaseAsked).
+ *   answer       RES_* | RES_DIED | RES_WANTED and the engine's token;
+ *                RES_TIMEOUT; or RES_ERROR | the error kind's index << RES_ERROR_SHIFT
  *
- * The cohort (kClusterCohort): a grant nobody local uses lingers while no
- * other process waits (the agent gives it back after LINGER, or at once
- * when another process knocks); once another process waits (a knock, or a
- * grant that came after a wait: RES_WANTED, OuterSeat.wanted()), no new
- * local pass starts and the grant goes back as soon as its holders leave.
+ * The cohort (kEngines[…].cohort, word.ts CohortPolicy): a grant nobody
+ * local uses lingers while no other process waits (the agent gives it back
+ * after the linger, or at once when another process says it waits: a
+ * PostgreSQL knock, a Redis 'w' message); once another process waits
+ * (OuterSeat.wanted(), or RES_WANTED: the grant came after a wait), the
+ * process's turn is the engine's turnPasses.
  */
 import { BroadcastChannel, getEnvironmentData, threadId } from 'node:worker_threads';
 import type { ClusterEngine, ClusterEntry, EngineEvents } from './engine.js';
-import { QueueTable } from '../../atomics/queue/table.js';
+import { HELPER_SERVING, QueueTable } from '../../atomics/queue/table.js';
 import type { RequestQueue } from '../../atomics/queue/queue.js';
 import type { CohortPolicy, OuterLock, OuterOutcome, OuterRequest, OuterSeat } from '../../atomics/queue/outer.js';
 import type { Geometry } from '../../atomics/memory.js';
 import { type HelperSpec, ensureHelper } from '../helper-threads.js';
 import { type Escalating, escalate, escalateSync } from '../escalation.js';
-import { HELPER_SERVING } from '../../atomics/queue/table.js';
 import { ERR_LOCK_BACKEND, ERR_LOCK_TIMEOUT } from '../../errors.js';
 import { debug } from '../../observe.js';
+import { type DriverName, checkDriver } from '../drivers.js';
 import { announceSteal } from '../../loss.js';
 
 export const OP_ACQUIRE = 1;
@@ -68,9 +75,23 @@ export const RES_TIMEOUT = 5;
 export const RES_DIED = 1 << 4;
 /** Granted, and another process waits for it already (engine.othersWaiting): the grant starts wanted. */
 export const RES_WANTED = 1 << 5;
-/** RES_ERROR + kind index (ERROR_KINDS): 8 kinds at most. */
+/** RES_ERROR | the kind's index in ERROR_KINDS << RES_ERROR_SHIFT (errorResult, errorKindOf). */
 export const RES_ERROR = 8;
-export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query', 'agent', 'config', 'version', 'unsupported'] as const;
+const RES_ERROR_SHIFT = 8;
+export const ERROR_KINDS = ['unreachable', 'refused', 'rights', 'query', 'agent', 'config', 'version', 'unsupported', 'eviction', 'readonly'] as const;
+export type ErrorKind = (typeof ERROR_KINDS)[number];
+
+/** The answer that reports an error of `kind` (an unknown kind is 'query'; 'timeout' is RES_TIMEOUT). */
+export function errorResult(kind: string): number {
+  if (kind === 'timeout') return RES_TIMEOUT;
+  const i = ERROR_KINDS.indexOf(kind as ErrorKind);
+  return RES_ERROR | ((i < 0 ? ERROR_KINDS.indexOf('query') : i) << RES_ERROR_SHIFT);
+}
+
+/** The kind of error an answer reports. */
+function errorKindOf(result: number): ErrorKind {
+  return ERROR_KINDS[result >>> RES_ERROR_SHIFT] ?? 'query';
+}
 
 /** The BroadcastChannel of query() requests (cluster/agent.ts answers). */
 export const QUERY_CHANNEL = 'latchkey:cluster-query';
@@ -95,6 +116,9 @@ let queries = 0;
 
 /** Where every thread finds the process's cluster table (worker_threads environment data). */
 export const CLUSTER_TABLE_KEY = 'latchkey:cluster-table';
+/** The cluster table's shape: 1024 names held or waited for at a time, 4096 requests. */
+export const kClusterGeometry: Geometry = { slots: 1024, threads: 256, requests: 4096, gated: true };
+
 /**
  * Connections per process (home included) when LATCHKEY_PG_CONNECTIONS is
  * not set: one for tries and uncontended grants, one per wait parked in the
@@ -102,15 +126,14 @@ export const CLUSTER_TABLE_KEY = 'latchkey:cluster-table';
  */
 export const kDefaultConnections = 8;
 
-/** The cluster table's shape: 1024 names held or waited for at a time, 4096 requests. */
-export const kClusterGeometry: Geometry = { slots: 1024, threads: 256, requests: 4096, gated: true };
-
 /** The cluster agent thread (helper-threads.ts). */
 export const agentSpec: HelperSpec = {
   key: CLUSTER_TABLE_KEY,
   script: './cluster/agent.js',
   title: 'cluster agent',
-  backend: 'postgres',
+  get backend() {
+    return clusterBackend();
+  },
   // Every request waiting for it is answered: it will not come.
   onFailure: () => failPending(),
 };
@@ -121,36 +144,128 @@ let table: QueueTable | undefined;
 export function clusterTable(): QueueTable {
   if (table !== undefined) return table;
   const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
-  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_BACKEND('postgres', 'this worker started before latchkey was imported in the main thread');
+  if (!(buffer instanceof SharedArrayBuffer)) throw new ERR_LOCK_BACKEND(clusterBackend(), 'this worker started before latchkey was imported in the main thread');
   return (table = QueueTable.attach(buffer, { outer: clusterOuter, onStolen: announceSteal }));
 }
 
-/** LATCHKEY_PG_URL, checked (a postgres:// URL), or a clear error: before anything is queued. */
-export function clusterUrl(): string {
-  const url = process.env.LATCHKEY_PG_URL;
-  if (url === undefined || url === '') {
-    throw new ERR_LOCK_BACKEND('postgres', "LATCHKEY_PG_URL is not set: scope 'cluster' needs a PostgreSQL connection string");
-  }
-  if (url === checkedUrl) return url;
-  let scheme: string;
-  try {
-    scheme = new URL(url).protocol;
-  } catch {
-    throw new ERR_LOCK_BACKEND('postgres', `LATCHKEY_PG_URL is not a URL (expected postgres://user@host:port/database): ${JSON.stringify(url.slice(0, 80))}`);
-  }
-  if (scheme !== 'postgres:' && scheme !== 'postgresql:') {
-    throw new ERR_LOCK_BACKEND('postgres', `LATCHKEY_PG_URL is not a PostgreSQL URL: its scheme is ${scheme} (expected postgres: or postgresql:)`);
-  }
-  clusterConnections();
-  checkedUrl = url;
-  return url;
+/**
+ * How the threads of a process share a cluster grant on PostgreSQL:
+ * - while no other process waits, the whole budget (64 local grants or
+ *   20 ms), renewed after an exact check with the server (agent.ts);
+ * - once another process waits (OUTER_WANTED: a knock, or the grant came
+ *   after a wait), no new local pass (turnPasses 1: only the grant the
+ *   escalator fetched it for), and the grant goes back as its holders leave;
+ * - a grant nobody local uses lingers 2 ms while nobody else waits: a
+ *   process re-taking a name costs no round trip (a loop of lockSync() +
+ *   unlock(): ~0.04× of a try + unlock round trip). A knock gives a
+ *   lingering grant back at once, so another process pays at most a knock's
+ *   delivery for it.
+ */
+const kPostgresCohort: CohortPolicy = Object.freeze({ turnPasses: 1, turnMs: 20, lingerMs: 2 });
+
+/**
+ * On Redis, where the engine is told at once when another process queues
+ * (a 'w' message: events.wanted, OUTER_WANTED): the whole budget (64 local
+ * grants or 20 ms) whoever waits, since every hand-over to another process
+ * costs a message between processes (~0.3 ms here) and a FIFO queue serves
+ * each process in turn anyway; a grant nobody local uses lingers 2 ms while
+ * no other process waits (a loop of lock + unlock in one process re-takes it
+ * with no round trip) and goes back at once when one starts to.
+ */
+const kRedisCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 2 });
+
+export type EngineName = 'postgres' | 'redis';
+
+/** The engines by the URL's scheme. */
+const kSchemes: Readonly<Record<string, EngineName>> = { 'postgres:': 'postgres', 'postgresql:': 'postgres', 'redis:': 'redis', 'rediss:': 'redis' };
+
+/**
+ * What the requesting side knows of each engine, before anything is queued:
+ * whether the front door may offer `steal`, how the process's threads share
+ * its grants (word.ts CohortPolicy), its default port (for messages), the
+ * driver it loads in the agent thread (checked here: a missing one is
+ * ERR_LOCK_BACKEND naming the package, not a vaguer error from the agent).
+ */
+export const kEngines: Readonly<Record<EngineName, { readonly steal: boolean; readonly cohort: CohortPolicy; readonly port: number; readonly driver: DriverName }>> = {
+  postgres: { steal: false, cohort: kPostgresCohort, port: 5432, driver: 'pg' },
+  redis: { steal: true, cohort: kRedisCohort, port: 6379, driver: '@redis/client' },
+};
+
+/** The variable that names the server, and its value: LATCHKEY_CLUSTER_URL, else LATCHKEY_PG_URL; undefined when neither is set. */
+function urlSetting(): { readonly variable: string; readonly url: string } | undefined {
+  const cluster = process.env.LATCHKEY_CLUSTER_URL;
+  if (cluster !== undefined && cluster !== '') return { variable: 'LATCHKEY_CLUSTER_URL', url: cluster };
+  const pg = process.env.LATCHKEY_PG_URL;
+  if (pg !== undefined && pg !== '') return { variable: 'LATCHKEY_PG_URL', url: pg };
+  return undefined;
 }
-let checkedUrl: string | undefined;
+
+/** The engine a URL names, by its scheme; undefined when it names none. */
+function engineOf(url: string): EngineName | undefined {
+  try {
+    return kSchemes[new URL(url).protocol];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The backend of the cluster tier as set now, for messages: 'redis', 'postgres', or 'cluster' when no usable URL is set. */
+export function clusterBackend(): string {
+  const setting = urlSetting();
+  return (setting && engineOf(setting.url)) ?? 'cluster';
+}
+
+let checked: { url: string; engine: EngineName } | undefined;
+
+/** The cluster URL, checked (a URL whose scheme names an engine, and that engine's form), or a clear error: before anything is queued. */
+export function clusterUrl(): string {
+  return checkedUrl().url;
+}
+
+/** The engine the cluster URL names (clusterUrl()'s checks and errors). */
+export function clusterEngine(): EngineName {
+  return checkedUrl().engine;
+}
+
+function checkedUrl(): { url: string; engine: EngineName } {
+  const setting = urlSetting();
+  if (setting === undefined) {
+    throw new ERR_LOCK_BACKEND('cluster', "LATCHKEY_CLUSTER_URL is not set, and LATCHKEY_PG_URL is not set either: scope 'cluster' needs a server's URL, "
+      + 'redis://… or rediss://… (Redis, Valkey) or postgres://… (PostgreSQL)');
+  }
+  const { variable, url } = setting;
+  if (checked?.url === url) return checked;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ERR_LOCK_BACKEND(variable === 'LATCHKEY_PG_URL' ? 'postgres' : 'cluster',
+      `${variable} is not a URL (expected ${variable === 'LATCHKEY_PG_URL' ? '' : 'redis://host:port or '}postgres://user@host:port/database): ${JSON.stringify(redact(url).slice(0, 80))}`);
+  }
+  const engine = kSchemes[u.protocol];
+  // LATCHKEY_PG_URL names PostgreSQL only (it predates the other engines).
+  if (variable === 'LATCHKEY_PG_URL' && engine !== 'postgres') {
+    throw new ERR_LOCK_BACKEND('postgres', `LATCHKEY_PG_URL is not a PostgreSQL URL: its scheme is ${u.protocol} (expected postgres: or postgresql:; a Redis URL goes in LATCHKEY_CLUSTER_URL)`);
+  }
+  if (engine === undefined) {
+    throw new ERR_LOCK_BACKEND('cluster', `${variable} names no engine latchkey has: its scheme is ${u.protocol} (expected redis:, rediss:, postgres: or postgresql:)`);
+  }
+  if (engine === 'postgres') clusterConnections();
+  if (engine === 'redis') {
+    if (u.hostname === '') throw new ERR_LOCK_BACKEND('redis', `${variable} names no host: ${JSON.stringify(redact(url))}`);
+    if (u.pathname !== '' && u.pathname !== '/' && !/^\/\d+$/.test(u.pathname)) {
+      throw new ERR_LOCK_BACKEND('redis', `${variable}'s path is ${JSON.stringify(u.pathname)} (expected nothing, or a database number: redis://host:port/0)`);
+    }
+  }
+  checkDriver(kEngines[engine].driver, engine);
+  return (checked = { url, engine });
+}
 
 /**
  * LATCHKEY_PG_CONNECTIONS (default kDefaultConnections): the most
- * connections the process opens to the server, home included, ≥ 2. At the
- * bound, a further wait polls instead of parking in the server (not FIFO).
+ * connections the process opens to a PostgreSQL server, home included, ≥ 2.
+ * At the bound, a further wait polls instead of parking in the server (not
+ * FIFO).
  */
 export function clusterConnections(): number {
   const raw = process.env.LATCHKEY_PG_CONNECTIONS;
@@ -162,10 +277,24 @@ export function clusterConnections(): number {
   return n;
 }
 
-/** The engine for `url` (in the agent thread): chosen by the URL's scheme. */
+/** The URL with its password hidden, for messages. */
+function redact(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, '//***@');
+}
+
+/** The engine for `url` (in the agent thread): chosen by the URL's scheme. Connects on first use. */
 export async function openEngine(url: string, events: EngineEvents): Promise<ClusterEngine> {
+  if (engineOf(url) === 'redis') {
+    const { openRedisEngine } = await import('./redis.js');
+    return openRedisEngine(url, events);
+  }
   const { PostgresEngine } = await import('./postgres.js');
   return new PostgresEngine(url, events, { maxConnections: clusterConnections() });
+}
+
+/** Whether the front door may offer `steal` at cluster scope (the engine the URL names supports it); clusterUrl()'s errors. */
+export function clusterCanSteal(): boolean {
+  return kEngines[clusterEngine()].steal;
 }
 
 /** The cluster-scope queue of `name` (a front-door key). */
@@ -176,24 +305,41 @@ export function clusterQueue(name: string): RequestQueue {
 
 /** The message of an error the agent reported as kind `kind`. */
 export function agentError(kind: string): Error {
-  let where = 'the server';
+  let where = 'the server', variable = 'LATCHKEY_PG_URL', engine: EngineName = 'postgres';
   try {
+    engine = clusterEngine();
+    variable = urlSetting()!.variable;
     const u = new URL(clusterUrl());
-    where = `${u.hostname}:${u.port || 5432}`;
+    where = `${u.hostname}:${u.port || kEngines[engine].port}`;
   } catch {
     // keep 'the server'
   }
-  const text: Record<string, string> = {
-    unreachable: `the server at ${where} cannot be reached (LATCHKEY_PG_URL), or the connection was lost`,
-    refused: `the server at ${where} refused the role (authentication)`,
-    rights: `the role lacks the rights latchkey needs at ${where} (create and use its tables and functions)`,
-    query: `a query failed at ${where} (NODE_DEBUG=latchkey shows it)`,
-    agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
-    config: `the server at ${where} has no such database (LATCHKEY_PG_URL)`,
-    version: `the server at ${where} is older than PostgreSQL 14, which latchkey needs`,
-    unsupported: `the server at ${where} cannot do what was asked (NODE_DEBUG=latchkey says what)`,
-  };
-  return new ERR_LOCK_BACKEND('postgres', text[kind] ?? text.query!);
+  const text: Record<string, string> = engine === 'redis'
+    ? {
+      unreachable: `the Redis server at ${where} cannot be reached (${variable}), or the connection was lost`,
+      refused: `the Redis server at ${where} refused the credentials (the user and password in ${variable})`,
+      rights: `the Redis user lacks a command latchkey needs at ${where} (FUNCTION LOAD, FCALL, BLMPOP, CLIENT ID, INFO, SCAN)`,
+      query: `a command failed at the Redis server at ${where} (NODE_DEBUG=latchkey shows it)`,
+      agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
+      config: `the Redis server at ${where} has no such database (the number in ${variable}'s path)`,
+      version: `the server at ${where} is older than Redis 7.0 (or Valkey 7.2), which latchkey needs (Functions, BLMPOP)`,
+      eviction: `the Redis server at ${where} may evict lock keys: its maxmemory-policy is allkeys-* (use noeviction or a volatile-* policy)`,
+      readonly: `the Redis server at ${where} is a read-only replica: point ${variable} at the master`,
+      unsupported: `the Redis server at ${where} cannot do what was asked (NODE_DEBUG=latchkey says what)`,
+    }
+    : {
+      unreachable: `the server at ${where} cannot be reached (${variable}), or the connection was lost`,
+      refused: `the server at ${where} refused the role (authentication)`,
+      rights: `the role lacks the rights latchkey needs at ${where} (create and use its tables and functions)`,
+      query: `a query failed at ${where} (NODE_DEBUG=latchkey shows it)`,
+      agent: 'the cluster agent thread could not start (NODE_DEBUG=latchkey says why)',
+      config: `the server at ${where} has no such database (${variable})`,
+      version: `the server at ${where} is older than PostgreSQL 14, which latchkey needs`,
+      unsupported: `the server at ${where} cannot do what was asked (NODE_DEBUG=latchkey says what)`,
+      eviction: `the server at ${where} may lose lock state`,
+      readonly: `the server at ${where} is read-only`,
+    };
+  return new ERR_LOCK_BACKEND(engine, text[kind] ?? text.query!);
 }
 
 /** Post a request in the seat's mailbox for the agent; its number. */
@@ -236,7 +382,7 @@ class ClusterEscalation implements Escalating {
         case RES_UNAVAILABLE: return { gaveUp: 'unavailable' };
         case RES_CANCELLED: return { failed: this.#cause };
         case RES_TIMEOUT: return { failed: this.#timeout() };
-        default: return { failed: agentError(ERROR_KINDS[(result & 0xf) - RES_ERROR] ?? 'query') };
+        default: return { failed: agentError(errorKindOf(result)) };
       }
     }
     // The engine times the wait out itself (its answer is RES_TIMEOUT); if it does not answer in time, cancel.
@@ -262,24 +408,13 @@ class ClusterEscalation implements Escalating {
   }
 }
 
-/**
- * How the threads of a process share a cluster grant (word.ts CohortPolicy):
- * - while no other process waits, the whole budget (64 local grants or
- *   20 ms), renewed after an exact check with the server (agent.ts);
- * - once another process waits (OUTER_WANTED: a knock, or the grant came
- *   after a wait), no new local pass (turnPasses 1: only the grant the
- *   escalator fetched it for), and the grant goes back as its holders leave;
- * - a grant nobody local uses lingers 2 ms while nobody else waits: a
- *   process re-taking a name costs no round trip (a loop of lockSync() +
- *   unlock(): ~0.04× of a try + unlock round trip in the prototype). A knock
- *   gives a lingering grant back at once, so another process pays at most a
- *   knock's delivery for it.
- */
-export const kClusterCohort: CohortPolicy = Object.freeze({ turnPasses: 1, turnMs: 20, lingerMs: 2 });
-
 /** The cluster tier's side of the seam (atomics/queue/outer.ts). */
 export const clusterOuter: OuterLock = {
-  cohort: kClusterCohort,
+  // By the engine the URL names (read as each queue is made: the URL is checked by then).
+  get cohort() {
+    const setting = urlSetting(), engine = setting && engineOf(setting.url);
+    return engine === undefined ? kPostgresCohort : kEngines[engine].cohort;
+  },
   acquireSync: (seat, req) => escalateSync(seat, new ClusterEscalation(seat, req)),
   acquire: (seat, req) => escalate(seat, new ClusterEscalation(seat, req), req.wait.signal),
   // As the name's releaser: the agent keeps it (no other process waits) or gives it back, and reports.
@@ -298,7 +433,7 @@ function failPending(): void {
   if (table === undefined) return;
   for (const q of table.queues()) {
     const { seq } = q.seat!.mailbox.request();
-    if (!q.seat!.mailbox.idle()) q.seat!.mailbox.reply(seq, RES_ERROR + ERROR_KINDS.indexOf('agent'));
+    if (!q.seat!.mailbox.idle()) q.seat!.mailbox.reply(seq, errorResult('agent'));
   }
 }
 
@@ -335,10 +470,12 @@ export async function clusterQuery(): Promise<ClusterEntry[]> {
 /**
  * At exit, give back the grants that linger, wait (a little) for the agent
  * to send the releases it was asked for, then have it close its engine: the
- * released grants' rows are settled so that no clean release reads, to the
- * next holder, as a holder that died (postgres.ts close()). Grants still held
- * by a thread are not given back: their holder never let go, and the next
- * holder is told (abandoned). (src/process.ts installs it.)
+ * engine settles what the releases left (PostgreSQL: the released grants'
+ * rows, so that no clean release reads as a death to the next holder;
+ * Redis: its releases finished, what is still held given back, abandoned,
+ * its inbox deleted). Grants still held by a thread are not given back
+ * clean: their holder never let go, and the next holder is told
+ * (abandoned). (src/process.ts installs it.)
  */
 export function clusterExit(): void {
   const buffer = getEnvironmentData(CLUSTER_TABLE_KEY);
@@ -360,7 +497,7 @@ export function clusterExit(): void {
   try {
     seat = t.queue(CONTROL_NAME).seat!;
   } catch {
-    return; // the table is full: no close, as before
+    return; // the table is full: no close (the server finds the connections gone)
   }
   const seq = seat.mailbox.post(OP_CLOSE);
   t.helper.ring();

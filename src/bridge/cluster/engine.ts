@@ -26,6 +26,9 @@
  *   uses goes back at once and no new local pass starts.
  * - EngineError and its kinds 'config', 'timeout', 'version', 'unsupported'.
  * - close(): the process exits.
+ * And for Redis (issue 15): the kinds 'eviction' and 'readonly', and
+ * ClusterEntry.expires (a lease's end, where the engine has leases). None
+ * is engine-specific: an engine that has no use for one never produces it.
  */
 export type LockMode = 'exclusive' | 'shared';
 
@@ -70,7 +73,8 @@ export interface EngineEvents {
    * ADDED (issue 14): another process now waits for `key`, which this
    * process holds (othersWaiting(key) is true from now on). The agent tells
    * the cohort: a grant nobody local uses goes back at once, and no new
-   * local pass starts. At most once per grant.
+   * local pass starts. At most once per grant; an engine that cannot tell
+   * never calls it.
    */
   wanted(key: string): void;
 }
@@ -84,6 +88,8 @@ export interface ClusterEntry {
   readonly host: string;
   readonly token: number;
   readonly since: number;
+  /** ADDED (issue 15): a held entry's lease end, epoch ms on the server's clock, where the engine has leases. */
+  readonly expires?: number;
 }
 
 /**
@@ -96,9 +102,12 @@ export interface ClusterEntry {
  *   version      ADDED: the server is too old for the engine
  *   timeout      ADDED: the deadline passed while waiting (→ ERR_LOCK_TIMEOUT)
  *   unsupported  ADDED: an option the engine cannot do (steal, on PostgreSQL)
+ *   eviction     ADDED (issue 15): the server may evict lock state (Redis: maxmemory-policy allkeys-*)
+ *   readonly     ADDED (issue 15): the server is a read-only replica
  *   query        anything else
  */
-export type EngineErrorKind = 'unreachable' | 'refused' | 'rights' | 'config' | 'version' | 'timeout' | 'unsupported' | 'query';
+export type EngineErrorKind =
+  'unreachable' | 'refused' | 'rights' | 'config' | 'version' | 'timeout' | 'unsupported' | 'eviction' | 'readonly' | 'query';
 
 /** ADDED (issue 14): what an engine rejects with, when it knows the kind itself. */
 export class EngineError extends Error {
