@@ -25,12 +25,12 @@ type Backend = FileBackend | SqliteBackend;
 
 async function attemptReleaseUs(backend: Backend, time: number): Promise<number> {
   const bench = new Bench({ time, warmupTime: 100 });
-  const req = { name: 'bench:uncontended', mode: 'exclusive' as const, ttl: 10_000, steal: false, wait: false, since: monotonicMs() };
+  const req = { name: 'bench:uncontended', mode: 'exclusive' as const, ttl: 10_000, steal: false, once: true, since: monotonicMs() };
   bench.add('attempt + release', () => {
     for (let i = 0; i < BATCH; i++) {
-      const r = backend.attempt(req);
-      if (!r.granted) throw new Error('uncontended attempt was refused');
-      backend.release(req.name, r.token, false);
+      const r = backend.acquire(req);
+      if (!('granted' in r)) throw new Error('uncontended attempt was refused');
+      backend.release(req.name, r.granted.token, false);
     }
   });
   await bench.run();

@@ -16,6 +16,7 @@ import { Worker, isMainThread, parentPort, threadId, workerData } from 'node:wor
 import * as lockfile from 'proper-lockfile';
 import { locks } from '../../src/index.js';
 import { FileBackend } from '../../src/bridge/host/file.js';
+import type { Grant } from '../../src/bridge/host/backend.js';
 import { me, monotonicMs } from '../../src/bridge/identity.js';
 
 interface Job { kind: string; dir: string; ms: number; out: string; goNs: string }
@@ -64,21 +65,29 @@ async function loop(job: Job): Promise<Done> {
   return { ops, waits, backend: [...seen] };
 }
 
-/** One client of the file backend, as another process would be: attempt, wait for a change or retryAt, retry. */
+/** One client of the file backend, as another process would be: queue, park on its FIFO, look again. */
 function rawClient(dir: string) {
   const b = new FileBackend(dir, { ...me(), id: `${me().id}-${threadId}` });
-  let wake: (() => void) | undefined;
-  b.watch('bench:host', () => wake?.());
   return {
     async acquire(): Promise<number> {
-      const since = monotonicMs();
+      const a = b.acquire({ name: 'bench:host', mode: 'exclusive', ttl: 10_000, steal: false, once: false, since: monotonicMs() });
+      if ('granted' in a) return a.granted.token;
+      if (!('queued' in a)) throw new Error('not queued');
+      const w = a.queued;
       for (;;) {
-        const changed = new Promise<void>((resolve) => (wake = resolve));
-        const r = b.attempt({ name: 'bench:host', mode: 'exclusive', ttl: 10_000, steal: false, wait: true, since });
-        if (r.granted) return r.token;
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([changed, new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, r.retryAt - Date.now()))))]);
-        clearTimeout(timer);
+        const r = w.step();
+        if (typeof r === 'object') return r.token;
+        if (r === 'restart') throw new Error('the lock directory went away');
+        if (r <= 0) continue;
+        const g = await new Promise<Grant | null>((resolve) => {
+          const t = setTimeout(() => resolve(null), r);
+          w.arm((got) => {
+            clearTimeout(t);
+            resolve(got);
+          });
+        });
+        w.disarm();
+        if (g !== null) return g.token;
       }
     },
     release(token: number): void {
