@@ -79,6 +79,16 @@ export const BREAKER_STALE_MS = 5000;
 export const GARBAGE_STALE_MS = 30_000;
 /** Names whose files this thread keeps open (two descriptors each); a name in a wait of this thread is never closed. */
 export const OPEN_NAMES = 32;
+/**
+ * Test hook (the kill tests, test/host-kill.test.ts): LATCHKEY_TEST_PAUSE_AT
+ * names a point of the hand-off where this process stops itself (SIGSTOP),
+ * for the test to kill it there. Read once; costs nothing when unset.
+ */
+const PAUSE_AT = process.env.LATCHKEY_TEST_PAUSE_AT;
+const pauseAt = PAUSE_AT === undefined || PAUSE_AT === '' ? () => {} : (point: string) => {
+  if (point === PAUSE_AT) process.kill(process.pid, 'SIGSTOP');
+};
+
 /** How long a release waits for b (held for µs) before it frees the gate and pokes the head instead. */
 const RELEASE_B_SPINS = 200;
 
@@ -761,6 +771,7 @@ export class FileBackend implements Backend {
           const next = this.next(token);
           // seq first: whoever finds itself handed the gate reads its token there without b.
           this.writeSeq(N, { grants: grants + 1, flags, token: next, readers: 0, holder: ownerHash(w.owner) });
+          pauseAt('handoff:before-rename');
           if (!pass(w, path)) {
             // It left just now (nobody saw the token): seq back as it was.
             this.writeSeq(N, { grants, flags, token, readers: seq.readers, holder: seq.holder });
@@ -770,7 +781,10 @@ export class FileBackend implements Backend {
           grants += 1;
           handed = true;
           const names = [w.e, ...list.slice(i + 1).map((v) => v.e)];
-          if (f.send(w.owner, w.k, (flags & ABANDONED) !== 0 ? M_GRANT_ABANDONED : M_GRANT, token, names)) return true;
+          pauseAt('handoff:after-rename');
+          const told = f.send(w.owner, w.k, (flags & ABANDONED) !== 0 ? M_GRANT_ABANDONED : M_GRANT, token, names);
+          pauseAt('handoff:after-message');
+          if (told) return true;
           // It died as it was handed the gate: the gate is with it (nobody can link x), on to the next (we still hold b).
           continue;
         }

@@ -123,6 +123,8 @@ function round(): number {
       } catch {
         watched.set(name, () => {});
       }
+      // A steal or a takeover before the watch (or before this thread ran at all) is found now.
+      renewOuter(seat, true);
     }
   }
   for (const [name, unwatch] of watched) {
