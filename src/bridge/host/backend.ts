@@ -77,7 +77,9 @@ export type Attempt =
   | { readonly granted: Grant }
   | { readonly queued: Waiter }
   /** ifAvailable, and it is taken. */
-  | { readonly unavailable: true };
+  | { readonly unavailable: true }
+  /** Not now: ask again in this many ms (a store made a moment ago waits for the processes that used the one it replaced). */
+  | { readonly later: number };
 
 /** Why a renewal found the grant gone. */
 export type CompromiseReason = LossReason;
@@ -122,6 +124,12 @@ export interface Backend {
   renew(name: string, token: number, ttl: number): Renewal;
   /** Every live holder and waiter of every name. */
   query(): HostLockEntry[];
+  /**
+   * Look at the store itself (the lease keeper, every round): a lock
+   * directory or a database whose files were removed or replaced is let go
+   * of (issue 17 item 1), so that it can be used again.
+   */
+  checkStore(): void;
   /**
    * Read the process's notice FIFO: `onMessage` hears that a grant of ours
    * was taken (a steal, a takeover) at once, from this thread's event loop,

@@ -368,6 +368,12 @@ export class Fifos {
     this.#writers.clear();
   }
 
+  /** Close the cached writers (out of descriptors: file.ts sheds what it keeps for later). */
+  shed(): void {
+    for (const fd of this.#writers.values()) closeSync(fd);
+    this.#writers.clear();
+  }
+
   // --- writing to others -------------------------------------------------------
 
   /** A write descriptor of `owner`'s FIFO `k`, cached; -1 when nobody reads it (its process is gone). */

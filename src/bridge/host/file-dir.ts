@@ -41,6 +41,7 @@ import { join, resolve } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { ERR_LOCK_BACKEND, LatchkeyError } from '../../errors.js';
 import { MAX_TOKEN, SEQ_BYTES, encodeSeq, readSeq } from './records.js';
+import { me, provablyDead } from '../identity.js';
 
 export function defaultDir(): string {
   return join(tmpdir(), `latchkey-${process.getuid?.() ?? 'user'}`);
@@ -82,8 +83,21 @@ export function openLockDir(dir: string | undefined, backend = 'file'): string {
   return lockDirOf(dir, backend).path;
 }
 
-/** openLockDir(), and the directory's (dev, ino): another inode later means it was removed and made again. */
-export function lockDirOf(dir: string | undefined, backend = 'file'): { path: string; dev: number; ino: number } {
+/**
+ * A lock directory made a moment ago may replace one that was removed
+ * while processes used it (rm -rf, a tmp cleaner): its first grants wait
+ * this long, so that a process that held a lock in the old one hears of it
+ * (its lease keeper watches the lock, milliseconds) before anyone is
+ * granted the name again (issue 17 item 1). Only a directory latchkey made
+ * itself (it has a `.floor`) counts: the first use of a machine pays it once.
+ */
+export const STORE_GRACE_MS = 100;
+
+/**
+ * openLockDir(), and the directory's (dev, ino) (another inode later means
+ * it was removed and made again) and until when its grace lasts (epoch ms).
+ */
+export function lockDirOf(dir: string | undefined, backend = 'file'): { path: string; dev: number; ino: number; graceUntil: number } {
   const path = resolve(dir ?? defaultDir());
   let created = false;
   try {
@@ -104,7 +118,8 @@ export function lockDirOf(dir: string | undefined, backend = 'file'): { path: st
   checkDir(path, backend);
   if (created) writeFloor(path, Math.min(Date.now(), MAX_TOKEN), backend);
   const st = lstatSync(path);
-  return { path, dev: st.dev, ino: st.ino };
+  const floor = lstatSync(join(path, '.floor'), { throwIfNoEntry: false });
+  return { path, dev: st.dev, ino: st.ino, graceUntil: floor === undefined ? 0 : floor.mtimeMs + STORE_GRACE_MS };
 }
 
 /** A directory of ours inside a checked one: made 0700 if missing, checked either way. */
@@ -206,7 +221,25 @@ function tidy(path: string): void {
   }
   for (const e of readdirSync(path)) {
     if (e === 'heir' || e.startsWith('w-')) rmSync(join(path, e), { recursive: true, force: true });
+    else if (e.startsWith('o-')) forgetIfDead(path, e.slice(2));
   }
+}
+
+/**
+ * Remove the record `o-<id>` of a process that is provably dead (its id
+ * says its pid and start time, identity.ts) and that no marker links any
+ * more (nlink 1): nobody will ever read it. A record a marker still links is
+ * left to whoever takes that marker over.
+ */
+export function forgetIfDead(dir: string, id: string): void {
+  const mine = me();
+  if (id === mine.id || id.startsWith(`${mine.id}-`)) return;
+  const [pid, start = '', space] = id.split('-');
+  if (space !== mine.id.split('-')[2]) return;
+  if (!provablyDead({ id, pid: Number(pid), start: mine.start === '' ? '' : start, boot: '', host: mine.host })) return;
+  const path = join(dir, `o-${id}`), st = lstatSync(path, { throwIfNoEntry: false });
+  if (st === undefined || !st.isFile() || st.nlink !== 1) return;
+  rmSync(path, { force: true });
 }
 
 function publishNameDir(dir: string, path: string, name: string): void {

@@ -60,7 +60,7 @@ import {
 import { join } from 'node:path';
 import type { LockMode } from '../../atomics/queue/queue.js';
 import type { Attempt, AcquireRequest, Backend, Grant, HostLockEntry, Renewal, Waiter } from './backend.js';
-import { asBackend, encodeName, lockDirOf, nameIn, openNameDir, unlinkQuiet } from './file-dir.js';
+import { asBackend, encodeName, forgetIfDead, lockDirOf, nameIn, openNameDir, unlinkQuiet } from './file-dir.js';
 import {
   ABANDONED, ENTERING, EXCLUSIVE, HELD, IDLE, MAX_TOKEN, RECORD_BYTES, type Rec, SEQ_BYTES, SHARED, type Seq, decodeRecord, encodeRecord,
   ownerHash, readSeq, writeSeq,
@@ -241,6 +241,8 @@ export class FileBackend implements Backend {
   readonly #hash: number;
   /** The lock directory's inode when this thread opened it: another means it was removed and made again. */
   #dirIno: number;
+  /** Epoch ms until which a lock directory made a moment ago grants nothing (file-dir.ts STORE_GRACE_MS). */
+  #graceUntil: number;
   readonly #names = new Map<string, NameFiles>();
   #fifos: Fifos | undefined;
 
@@ -253,6 +255,7 @@ export class FileBackend implements Backend {
     const d = lockDirOf(dir);
     this.location = d.path;
     this.#dirIno = d.ino;
+    this.#graceUntil = d.graceUntil;
     this.#me = owner;
     this.#hash = ownerHash(owner.id);
   }
@@ -264,6 +267,8 @@ export class FileBackend implements Backend {
   // --- Backend ------------------------------------------------------------------
 
   acquire(req: AcquireRequest): Attempt {
+    const grace = this.#graceUntil - wallClock();
+    if (grace > 0 && !req.once) return { later: grace };
     return this.#store(req.name, 'take', () => {
       const N = this.#files(req.name);
       const r = { mode: modeOf(req.mode), ttl: req.ttl, since: Math.round(req.since * 1000) };
@@ -324,6 +329,12 @@ export class FileBackend implements Backend {
     });
   }
 
+  checkStore(): void {
+    // The lock directory made again: every name's files are opened afresh at their next use.
+    const st = lstatSync(this.location, { throwIfNoEntry: false });
+    if (st !== undefined && st.ino !== this.#dirIno) this.#forget('');
+  }
+
   waiting(name: string): boolean {
     return this.#store(name, 'look at the queue of', () => !this.#queueEmpty(this.#files(name)));
   }
@@ -338,11 +349,25 @@ export class FileBackend implements Backend {
       if (x?.ino === N.recIno) return { expires: N.beat + _ttl };
       // Shared: our marker of this token.
       if (inoOf(join(N.s, `${this.#me.id}-${token}`)) === N.recIno) return { expires: N.beat + _ttl };
-      if (x === undefined) return { lost: 'marker-missing', detail: `its gate in ${N.dir} was taken away (lease expired or stolen)` };
+      if (x === undefined) {
+        const d = lstatSync(N.dir, { throwIfNoEntry: false });
+        if (d === undefined || d.ino !== N.dirIno) {
+          return {
+            lost: 'marker-missing', removed: true,
+            detail: `the lock's directory ${N.dir} was removed while it was held (rm -rf of the lock directory, or a tmp cleaner?): the lock is lost`,
+          };
+        }
+        return { lost: 'marker-missing', detail: `its gate in ${N.dir} was removed (its lease had run out, or something other than latchkey removed it)` };
+      }
       return { lost: 'owner-changed', detail: `another process holds it now (${N.dir})` };
     }, (err) => {
       // The directory went away while we held it: the store was removed (issue 17 item 1).
-      if (gone(err)) return { lost: 'marker-missing', detail: `its lock directory ${this.location} (or the name's directory in it) was removed while it was held: the lock is lost` };
+      if (gone(err)) {
+        return {
+          lost: 'marker-missing', removed: true,
+          detail: `its lock directory ${this.location} (or the name's directory in it) was removed while it was held: the lock is lost`,
+        };
+      }
       throw err;
     });
   }
@@ -452,6 +477,16 @@ export class FileBackend implements Backend {
     try {
       return fn();
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException)?.code;
+      if (code === 'EMFILE' || code === 'ENFILE') {
+        // Out of descriptors: close every name's files this thread keeps for later, and try once more.
+        this.#shed();
+        try {
+          return fn();
+        } catch (again) {
+          throw asBackend(again, 'file', `cannot ${what} ${JSON.stringify(name)} in ${this.location}`);
+        }
+      }
       if (!gone(err)) throw asBackend(err, 'file', `cannot ${what} ${JSON.stringify(name)} in ${this.location}`);
       this.#forget(name);
       if (onGone !== undefined) return onGone(err);
@@ -461,6 +496,16 @@ export class FileBackend implements Backend {
         throw asBackend(again, 'file', `cannot ${what} ${JSON.stringify(name)} in ${this.location}`);
       }
     }
+  }
+
+  /** Close the files of every name not in a wait of this thread, and the cached FIFO writers. */
+  #shed(): void {
+    for (const [name, N] of this.#names) {
+      if (N.pins > 0) continue;
+      this.#closeFiles(N);
+      this.#names.delete(name);
+    }
+    this.#fifos?.shed();
   }
 
   /** Drop what this thread has open of `name`, and of every name if the lock directory itself was made again. */
@@ -473,6 +518,7 @@ export class FileBackend implements Backend {
       this.#fifos = undefined;
       const d = lockDirOf(this.location);
       this.#dirIno = d.ino;
+      this.#graceUntil = d.graceUntil;
       return;
     }
     const N = this.#names.get(name);
@@ -606,11 +652,25 @@ export class FileBackend implements Backend {
       if (inoOf(N.x) !== N.recIno) return null;
       // Ours already: left by a thread of ours that died (recovery gives it back; this is the same).
     }
-    const seq = this.readSeq(N);
-    if (seq.readers > 0 && this.liveReaders(N) > 0) return 'entering';
-    const token = this.next(seq.token);
-    this.writeSeq(N, { grants: seq.grants + 1, flags: 0, token, readers: 0, holder: this.#hash });
-    return grantOf(N, token, (seq.flags & ABANDONED) !== 0, r.ttl);
+    try {
+      const seq = this.readSeq(N);
+      if (seq.readers > 0 && this.liveReaders(N) > 0) return 'entering';
+      const token = this.next(seq.token);
+      this.writeSeq(N, { grants: seq.grants + 1, flags: 0, token, readers: 0, holder: this.#hash });
+      return grantOf(N, token, (seq.flags & ABANDONED) !== 0, r.ttl);
+    } catch (err) {
+      this.#letGo(N);
+      throw err;
+    }
+  }
+
+  /** A take that failed after it linked the gate (a store that cannot be trusted, a full disk): the gate goes back. */
+  #letGo(N: NameFiles): void {
+    try {
+      if (inoOf(N.x) === N.recIno) this.freeGate(N);
+    } catch {
+      // the lease runs out by itself
+    }
   }
 
   /** Free gate or readers in, shared: come in through the gate, leave a marker in s/, give the gate back. */
@@ -623,10 +683,17 @@ export class FileBackend implements Backend {
       // Another reader coming in holds the gate for µs: try again; anyone else: wait.
       if (m !== null && (m.rec?.mode !== SHARED || m.rec.state !== HELD || spin >= 8)) return null;
     }
-    const seq = this.readSeq(N), token = this.next(seq.token);
-    linkQuiet(N.o, join(N.s, `${this.#me.id}-${token}`));
-    // Readers keep ABANDONED for the next writer: they are told, and so is it.
-    this.writeSeq(N, { grants: seq.grants + 1, flags: seq.flags, token, readers: seq.readers + 1, holder: this.#hash });
+    let seq: Seq, token: number;
+    try {
+      seq = this.readSeq(N);
+      token = this.next(seq.token);
+      linkQuiet(N.o, join(N.s, `${this.#me.id}-${token}`));
+      // Readers keep ABANDONED for the next writer: they are told, and so is it.
+      this.writeSeq(N, { grants: seq.grants + 1, flags: seq.flags, token, readers: seq.readers + 1, holder: this.#hash });
+    } catch (err) {
+      this.#letGo(N);
+      throw err;
+    }
     this.freeGate(N);
     return grantOf(N, token, (seq.flags & ABANDONED) !== 0, r.ttl);
   }
@@ -759,6 +826,7 @@ export class FileBackend implements Backend {
         if (!f.alive(w.owner, w.k)) {
           // Nobody reads its FIFO: its process (or thread) is gone.
           if (unlinkQuiet(path)) rmdirQuiet(join(N.q, w.e));
+          forgetIfDead(N.dir, w.owner);
           continue;
         }
         if (w.mode === EXCLUSIVE && (readersIn ??= seq.readers > 0 && this.liveReaders(N) > 0)) {
@@ -887,11 +955,12 @@ export class FileBackend implements Backend {
       if (flags !== seq.flags) this.writeSeq(N, { ...seq, flags });
       // Frozen, not dead: told on its notice FIFO (it reads it when it runs again).
       if (m.rec !== null && !deadOwner(m.rec)) this.#f.send(m.rec.id, 'n', M_LOST);
-      if (this.handOff(N, { ...seq, flags }, flags, [])) return;
-      this.#freeStale(N, judged.ino);
+      if (!this.handOff(N, { ...seq, flags }, flags, [])) this.#freeStale(N, judged.ino);
     } finally {
       this.dropB(N);
     }
+    // The dead owner's record: nobody reads it any more once the gate left it.
+    if (judged.rec !== null) forgetIfDead(N.dir, judged.rec.id);
   }
 
   /** @internal Count the live readers in s/ (stale ones removed, and told: only the gate's holder does this). */
@@ -904,6 +973,7 @@ export class FileBackend implements Backend {
       if (m.ino === N.recIno || stale(m, now)) {
         unlinkQuiet(path);
         if (m.rec !== null && m.ino !== N.recIno && !deadOwner(m.rec)) this.#f.send(m.rec.id, 'n', M_LOST);
+        else if (m.rec !== null && m.ino !== N.recIno) forgetIfDead(N.dir, m.rec.id);
         continue;
       }
       live++;

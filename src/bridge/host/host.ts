@@ -146,7 +146,9 @@ class Escalation {
       if (this.waiter === null) {
         const a = hostBackend().acquire({ name: this.#key, mode: req.mode, ttl: req.ttl, steal: req.steal, once: req.once, since: this.since });
         if ('unavailable' in a) return this.end({ gaveUp: 'unavailable' });
-        if ('queued' in a) {
+        if ('later' in a) {
+          r = Math.max(1, a.later); // the store asks us to come back (a fresh store's grace)
+        } else if ('queued' in a) {
           this.waiter = a.queued;
           if (hostObserved()) hostEvent('wait', seat.name, { retryInMs: POLL_MS });
           r = 0; // queued: look at once (a release between our look and our queueing is seen there)
@@ -225,6 +227,19 @@ function park(e: Escalation, ms: number, signal: AbortSignal | undefined): Promi
   });
 }
 
+/** Sleep `ms` (ref'd: a waiting request keeps its thread alive), or until `signal` aborts. */
+function sleepUnless(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
 async function acquireAsync(seat: OuterSeat, req: OuterRequest): Promise<OuterOutcome> {
   const e = new Escalation(seat, req), signal = req.wait.signal;
   for (;;) {
@@ -233,7 +248,12 @@ async function acquireAsync(seat: OuterSeat, req: OuterRequest): Promise<OuterOu
     if (typeof s !== 'number') return s;
     if (signal?.aborted) return e.end({ failed: abortErrorFor(signal) });
     if (s <= 0) continue;
-    const g = await park(e, Math.max(1, Math.min(s, req.wait.deadline - performance.now())), signal);
+    const ms = Math.max(1, Math.min(s, req.wait.deadline - performance.now()));
+    if (e.waiter === null) {
+      await sleepUnless(ms, signal);
+      continue;
+    }
+    const g = await park(e, ms, signal);
     if (g !== null) return e.granted(g);
   }
 }
@@ -255,7 +275,13 @@ function acquireSync(seat: OuterSeat, req: OuterRequest): OuterOutcome {
       const s = e.look();
       if (typeof s !== 'number') return s;
       if (s <= 0) continue;
-      const w = e.waiter!;
+      const w = e.waiter;
+      if (w === null || s < POLL_MS / 4) {
+        // A short sleep (a busy store, a fresh store's grace): no tick needed.
+        Atomics.wait(sleeper, 0, 0, Math.max(1, Math.min(s, req.wait.deadline - performance.now())));
+        w?.poll();
+        continue;
+      }
       if (!keeperRunning() || w.fifo === '') {
         // The keeper (which ticks a blocked read) is not running yet: look every millisecond.
         Atomics.wait(sleeper, 0, 0, 1);
@@ -294,14 +320,20 @@ export const hostOuter: OuterLock = {
  * next process in line, in place).
  */
 function releaseOuter(seat: OuterSeat): void {
-  const key = storeKey(seat.name), b = hostBackend(), keep = seat.worthKeeping;
+  const key = storeKey(seat.name), keep = seat.worthKeeping;
+  let others = true;
   try {
-    if (keep && !b.waiting(key)) {
-      seat.kept();
-      return;
-    }
+    if (keep) others = hostBackend().waiting(key);
+  } catch {
+    // the store cannot say: give it back, the others may wait
+  }
+  if (keep && !others) {
+    seat.kept();
+    return;
+  }
+  try {
     // A local holder died holding it and nobody local came next: the next process is told.
-    b.release(key, seat.lease.token, seat.abandonedNext);
+    hostBackend().release(key, seat.lease.token, seat.abandonedNext);
     if (keep) hostEvent('handoff', seat.name, { token: seat.lease.token }); // local requests wait: others go first
   } catch (err) {
     // The lease runs out by itself; the others take it then.
@@ -333,8 +365,10 @@ export function renewOuter(seat: OuterSeat, force: boolean): void {
       if (hostObserved()) hostEvent('renew', seat.name, { token, expires: r.expires });
       return { expires: r.expires };
     }
-    // The store removed: said as such. Taken before its lease ran out: a steal. After: the lease expired.
-    const reason = r.removed === true || r.lost === 'renew-failed' ? r.lost : expires > now ? 'stolen' : 'expired';
+    // After its lease ran out: expired. Before: another holder in its place is a steal; a marker gone
+    // (the store removed, a file deleted by something other than latchkey) is said as such.
+    const reason = r.removed === true || r.lost === 'renew-failed' ? r.lost
+      : expires <= now ? 'expired' : r.lost === 'owner-changed' ? 'stolen' : r.lost;
     lost = { reason, detail: r.detail };
     return { lost: true };
   });

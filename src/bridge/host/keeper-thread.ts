@@ -101,6 +101,11 @@ const watched = new Map<string, () => void>();
 
 /** One pass over the host table; returns ms until a lingering grant is due. */
 function round(): number {
+  try {
+    backend.checkStore();
+  } catch (err) {
+    debug('the lease keeper cannot look at the lock store: %s', (err as Error).message);
+  }
   const seen = new Set<string>();
   let due = KEEPER_TICK_MS;
   for (const seat of hostSeats()) {

@@ -34,12 +34,13 @@
  * few ms later, within its deadline.
  */
 import { closeSync, constants, lstatSync, openSync, watch } from 'node:fs';
+import { BroadcastChannel } from 'node:worker_threads';
 import { dirname, join, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 import { loadDriver } from '../drivers.js';
 import type { LockMode } from '../../atomics/queue/queue.js';
 import type { Attempt, AcquireRequest, Backend, Grant, HostLockEntry, Renewal, Waiter } from './backend.js';
-import { asBackend, openLockDir } from './file-dir.js';
+import { asBackend, lockDirOf, openLockDir, readFloor } from './file-dir.js';
 import { type Fifo, Fifos, M_GRANT, M_GRANT_ABANDONED, M_LOST, M_READ, type Message } from './fifo.js';
 import { MAX_TOKEN } from './records.js';
 import { POLL_MS, SKIP_MS } from './file.js';
@@ -48,10 +49,10 @@ import { ERR_LOCK_BACKEND } from '../../errors.js';
 
 const SCHEMA = 2;
 const ABANDONED = 1;
-/** SQLite's own wait for the write lock, ms: short, so that a busy database never blocks the caller's thread for long. */
-const BUSY_MS = 5;
-/** Sleep before looking again when the database is busy, ms. */
-const BUSY_RETRY_MS = 5;
+/** SQLite's own wait for the write lock, ms: one short sleep, so that a busy database never blocks the caller's thread for long. */
+const BUSY_MS = 1;
+/** Sleep before looking again when the database is busy, ms (the event loop runs meanwhile). */
+const BUSY_RETRY_MS = 4;
 
 const DDL = `
 CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, token INTEGER NOT NULL, flags INTEGER NOT NULL, grants INTEGER NOT NULL DEFAULT 0);
@@ -145,21 +146,46 @@ function prepare(db: Database.Database) {
   };
 }
 
+/** Threads of this process tell each other that a database's files were replaced (their connections must close). */
+let replaced: BroadcastChannel | undefined;
+const backends = new Set<SqliteBackend>();
+function replacedChannel(): BroadcastChannel {
+  if (replaced !== undefined) return replaced;
+  replaced = new BroadcastChannel('latchkey:sqlite-replaced');
+  replaced.unref(); // never keeps a thread alive
+  replaced.onmessage = (event) => {
+    for (const b of backends) b.replacedElsewhere((event as { data: string }).data);
+  };
+  return replaced;
+}
+
 export class SqliteBackend implements Backend {
   readonly kind = 'sqlite';
   readonly location: string;
   readonly #me = me();
   readonly #dir: string;
-  readonly #db: Database.Database;
-  readonly #q: ReturnType<typeof prepare>;
+  /** undefined while the store was replaced and the connection could not be opened again (#ensure()). */
+  #db: Database.Database | undefined;
+  #q: ReturnType<typeof prepare>;
+  #retryAt = 0;
+  /** When SQLITE_IOERR_SHORT_READ began (a store being replaced): retried for 3 s, then reported. */
+  #shortReadsSince = 0;
+  /** Tokens read from a connection to files that were replaced: the next transaction raises the store's to them. */
+  readonly #repair = new Map<string, number>();
   /** Runs its argument in a transaction (created once, like the statements). */
-  readonly #txn: Database.Transaction<(fn: () => unknown) => unknown>;
+  #txn: Database.Transaction<(fn: () => unknown) => unknown>;
+  /** The inodes of the database and its WAL when opened (#inodes()). */
+  #files = '';
+  /** The lock directory's floor: a name's first token (file-dir.ts). */
+  #floor = 0;
+  /** Epoch ms until which a store made a moment ago grants nothing (file-dir.ts STORE_GRACE_MS). */
+  #graceUntil = 0;
   #fifos: Fifos | undefined;
   #closed = false;
 
   constructor(path?: string) {
     // The driver first: when it is missing, nothing is created.
-    const Sqlite = sqlite();
+    sqlite();
     // Its directory is made (0700) and checked as the file backend's is: LATCHKEY_DIR means the same for both.
     const asOurs = <T>(fn: () => T): T => {
       try {
@@ -172,19 +198,43 @@ export class SqliteBackend implements Backend {
     const file = path === undefined ? join(asOurs(() => openLockDir(undefined, 'sqlite')), 'locks.db') : resolve(path);
     this.location = file;
     this.#dir = dirname(file);
-    asOurs(() => openLockDir(this.#dir, 'sqlite'));
+    const o = this.#open(asOurs);
+    this.#db = o.db;
+    this.#q = o.q;
+    this.#txn = o.txn;
+    backends.add(this);
+    replacedChannel();
+  }
+
+  /** @internal Another thread of this process found `location`'s files replaced: drop this connection if it is a stale one. */
+  replacedElsewhere(location: string): void {
+    if (location === this.location && this.#db !== undefined && this.#inodes() !== this.#files) this.#drop();
+  }
+
+  /**
+   * Open (or make) the database: its directory checked, its files checked,
+   * WAL, the schema; and what a later look compares with: the inodes of
+   * the database and its WAL (issue 17 item 1), the directory's floor and
+   * grace (file-dir.ts).
+   */
+  #open(asOurs: <T>(fn: () => T) => T) {
+    const file = this.location;
+    const d = asOurs(() => lockDirOf(this.#dir, 'sqlite'));
+    this.#graceUntil = d.graceUntil;
+    this.#floor = asOurs(() => readFloor(this.#dir, 'sqlite'));
     if (lstatSync(file, { throwIfNoEntry: false }) === undefined) createFile(file);
     for (const f of [file, `${file}-wal`, `${file}-shm`]) checkFile(f);
+    const Sqlite = sqlite();
     let db: Database.Database | undefined;
     try {
-      const d = (db = new Sqlite(file, { fileMustExist: true, timeout: BUSY_MS }));
-      const mode = this.#retryOpen(() => d.pragma('journal_mode = WAL', { simple: true }));
+      const c = (db = new Sqlite(file, { fileMustExist: true, timeout: BUSY_MS }));
+      const mode = this.#retryOpen(() => c.pragma('journal_mode = WAL', { simple: true }));
       if (mode !== 'wal') throw fail(`${file} cannot be put in WAL mode (journal_mode is ${String(mode)})`);
-      d.pragma('synchronous = NORMAL');
-      this.#txn = d.transaction((fn: () => unknown) => fn());
-      this.#retryOpen(() => this.#txn.immediate(() => this.#setUp(d)));
-      this.#q = prepare(d);
-      this.#db = d;
+      c.pragma('synchronous = NORMAL');
+      const txn = c.transaction((fn: () => unknown) => fn());
+      this.#retryOpen(() => txn.immediate(() => this.#setUp(c)));
+      this.#files = this.#inodes();
+      return { db: c, q: prepare(c), txn };
     } catch (err) {
       db?.close();
       if (err instanceof ERR_LOCK_BACKEND) throw err;
@@ -194,13 +244,90 @@ export class SqliteBackend implements Backend {
     }
   }
 
+  /** The inodes of the database and its WAL, as they are now ('' for a missing file). */
+  #inodes(): string {
+    const id = (f: string) => {
+      const st = lstatSync(f, { throwIfNoEntry: false });
+      return st === undefined ? '-' : `${st.dev}:${st.ino}`;
+    };
+    return `${id(this.location)} ${id(`${this.location}-wal`)}`;
+  }
+
+  /**
+   * The files this connection uses were removed or replaced (rm -rf, a tmp
+   * cleaner deleting the WAL): a sentence saying so, else null. Then this
+   * process repairs the new store upwards (every token it can still read
+   * through the old connection) and opens it.
+   */
+  #replaced(): string | null {
+    if (this.#db !== undefined && this.#inodes() === this.#files) return null;
+    const what = lstatSync(this.location, { throwIfNoEntry: false }) === undefined
+      ? `the database ${this.location} was removed` : `the database ${this.location} or its WAL was removed or replaced`;
+    if (this.#db !== undefined) {
+      this.#drop();
+      // The other threads of this process drop theirs too: SQLite reopens only once no connection keeps the old files.
+      replacedChannel().postMessage(this.location);
+    }
+    try {
+      this.#ensure(true);
+    } catch {
+      // Told all the same; the next use tries again (ERR_LOCK_BACKEND meanwhile).
+    }
+    return `${what} while the lock was held (rm -rf, or a tmp cleaner?): the lock is lost`;
+  }
+
+  /**
+   * Close the connection (it reopens at the next use), keeping every token
+   * it can still read: the next transaction on the new store raises its
+   * tokens to them (repaired upwards, issue 17 item 1).
+   */
+  #drop(): void {
+    if (this.#db === undefined) return;
+    try {
+      for (const t of this.#db.prepare<[], { name: string; token: number }>("SELECT name, token FROM names WHERE typeof(token) = 'integer'").all()) {
+        this.#repair.set(t.name, Math.max(t.token, this.#repair.get(t.name) ?? 0));
+      }
+    } catch {
+      // the old connection cannot be read any more: the floor is all there is
+    }
+    try {
+      this.#db.close();
+    } catch {
+      // closed already
+    }
+    this.#db = undefined;
+  }
+
+  #reopen(): void {
+    const o = this.#open((fn) => fn());
+    this.#db = o.db;
+    this.#q = o.q;
+    this.#txn = o.txn;
+  }
+
   get #f(): Fifos {
     return (this.#fifos ??= new Fifos(this.#dir, 'sqlite'));
+  }
+
+  /** The connection, opened again when it was dropped (the store was replaced). */
+  #ensure(now = false): void {
+    if (this.#db !== undefined) return;
+    if (!now && performance.now() < this.#retryAt) throw fail(`${this.location} was removed or replaced and cannot be opened again yet`);
+    this.#retryAt = performance.now() + 20;
+    this.#reopen();
   }
 
   // --- Backend ----------------------------------------------------------------------
 
   acquire(req: AcquireRequest): Attempt {
+    // Never grant from files that are not the store any more: the store was removed or replaced.
+    if (this.#db === undefined || this.#inodes() !== this.#files) {
+      this.#replaced();
+      // SQLite opens it again only once no connection anywhere keeps the old files: a moment later.
+      if (this.#db === undefined) return { later: 20 };
+    }
+    const grace = this.#graceUntil - wallClock();
+    if (grace > 0 && !req.once) return { later: grace };
     const f = req.once || req.steal ? null : this.#f.claim();
     try {
       const { result, notes } = this.#tx(() => this.#acquire(req, f));
@@ -243,7 +370,7 @@ export class SqliteBackend implements Backend {
   }
 
   renew(name: string, token: number, ttl: number): Renewal {
-    const removed = this.#removed();
+    const removed = this.#replaced();
     if (removed !== null) return { lost: 'marker-missing', detail: removed, removed: true };
     return this.#tx(() => {
       const q = this.#q, id = this.#me.id, expires = wallClock() + ttl;
@@ -271,6 +398,10 @@ export class SqliteBackend implements Backend {
     return out;
   }
 
+  checkStore(): void {
+    if (this.#db !== undefined && this.#inodes() !== this.#files) this.#replaced();
+  }
+
   notices(onMessage: (m: Message) => void): void {
     try {
       this.#f.openNotice(onMessage);
@@ -283,8 +414,9 @@ export class SqliteBackend implements Backend {
     // The database's files removed (a tmp cleaner, rm -rf) while we hold: checked at once.
     try {
       const base = this.location.slice(this.#dir.length + 1);
-      const w = watch(this.#dir, { persistent: false }, (_event, file) => {
-        if (file === null || file.startsWith(base)) onChange();
+      const w = watch(this.#dir, { persistent: false }, (event, file) => {
+        // Removals and replacements only: every transaction writes the WAL ('change').
+        if (file === null || (event === 'rename' && file.startsWith(base))) onChange();
       });
       w.on('error', () => {}); // renewals still check
       return () => w.close();
@@ -304,7 +436,7 @@ export class SqliteBackend implements Backend {
       // the rows of a dead process go at the next look
     } finally {
       this.#closed = true;
-      this.#db.close();
+      this.#drop();
       this.#fifos?.returnAll();
     }
   }
@@ -314,7 +446,7 @@ export class SqliteBackend implements Backend {
   /** The name's seq, refused when it cannot be trusted (issue 17 item 5). */
   #seq(name: string): { token: number; flags: number; grants: number } {
     const s = this.#q.seq.get(name);
-    if (s === undefined) return { token: 0, flags: 0, grants: 0 };
+    if (s === undefined) return { token: this.#floor, flags: 0, grants: 0 };
     const token = s.token;
     if (s.kind !== 'integer' || typeof token !== 'number' || !Number.isSafeInteger(token) || token < 0 || token > MAX_TOKEN
       || !Number.isSafeInteger(s.grants) || s.grants < 0) {
@@ -410,6 +542,12 @@ export class SqliteBackend implements Backend {
 
   /** @internal A waiter's look: granted (its row held), or queued (heartbeat; a stale holder passed over). */
   look(req: AcquireRequest, f: Fifo, fresh: boolean): Grant | 'waiting' | 'requeue' {
+    // The store removed or replaced under the wait: queue again in the new one.
+    if (this.#db === undefined || this.#inodes() !== this.#files) {
+      this.#replaced();
+      if (this.#db === undefined) throw new StoreBusy();
+      fresh = true;
+    }
     const { result, notes } = this.#tx(() => {
       const q = this.#q, me = this.#me, now = wallClock();
       const mine = q.mine.get(req.name, me.id);
@@ -467,13 +605,6 @@ export class SqliteBackend implements Backend {
     for (const n of notes) this.#f.send(n.owner, n.k, n.kind, n.token);
   }
 
-  /** Whether the database's files are still the ones this connection uses; a sentence if not (issue 17 item 1). */
-  #removed(): string | null {
-    const st = lstatSync(this.location, { throwIfNoEntry: false });
-    if (st === undefined) return `the database ${this.location} was removed while the lock was held: the lock is lost`;
-    return null;
-  }
-
   #setUp(db: Database.Database): void {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version !== 0 && version !== 1 && version !== SCHEMA) {
@@ -493,7 +624,16 @@ export class SqliteBackend implements Backend {
   #tx<T>(fn: () => T): T {
     if (this.#closed) throw fail(`${this.location} is closed`);
     try {
-      return this.#txn.immediate(fn) as T;
+      this.#ensure();
+      if (this.#repair.size === 0) return this.#txn.immediate(fn) as T;
+      const r = this.#txn.immediate(() => {
+        const raise = this.#db!.prepare<[string, number]>(
+          'INSERT INTO names (name, token, flags, grants) VALUES (?, ?, 0, 0) ON CONFLICT (name) DO UPDATE SET token = max(token, excluded.token)');
+        for (const [name, token] of this.#repair) raise.run(name, token);
+        return fn();
+      }) as T;
+      this.#repair.clear();
+      return r;
     } catch (err) {
       throw this.#wrap(err);
     }
@@ -503,6 +643,7 @@ export class SqliteBackend implements Backend {
   #read<T>(fn: () => T): T {
     if (this.#closed) throw fail(`${this.location} is closed`);
     try {
+      this.#ensure();
       return fn();
     } catch (err) {
       throw this.#wrap(err);
@@ -512,6 +653,16 @@ export class SqliteBackend implements Backend {
   #wrap(err: unknown): Error {
     if (err instanceof ERR_LOCK_BACKEND || err instanceof StoreBusy) return err;
     if (isBusy(err)) return new StoreBusy();
+    // The files were replaced under a connection of another process (its WAL deleted): this
+    // connection goes, and the caller asks again a moment later, once every stale one is gone.
+    if ((err as { code?: unknown })?.code === 'SQLITE_IOERR_SHORT_READ') {
+      const now = performance.now();
+      if (this.#shortReadsSince === 0 || now - this.#shortReadsSince > 10_000) this.#shortReadsSince = now;
+      if (now - this.#shortReadsSince < 3000) {
+        this.#drop();
+        return new StoreBusy();
+      }
+    }
     if (err instanceof sqlite().SqliteError) return fail(`${this.location}: ${err.message} (${err.code})`, err);
     return asBackend(err, 'sqlite', `cannot use ${this.location}`);
   }
