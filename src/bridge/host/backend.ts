@@ -104,6 +104,14 @@ export interface HostLockEntry {
   readonly since: number;
 }
 
+/** What `latchkey prune` did (Backend.prune). */
+export interface PruneReport {
+  /** Names (store keys) whose entries were removed. */
+  readonly removed: string[];
+  /** Names left as they were, and why: held, waited for, or busy (another process at work on it), or a store that cannot be trusted. */
+  readonly kept: Array<{ readonly name: string; readonly why: 'held' | 'waiting' | 'busy' | 'corrupt' }>;
+}
+
 export interface Backend {
   /** 'file', 'sqlite': for messages and the report. */
   readonly kind: string;
@@ -143,6 +151,14 @@ export interface Backend {
    * Returns the unwatch.
    */
   watch(name: string, onChange: () => void): () => void;
+  /**
+   * Remove the entries of names nobody holds or waits for (`only`: of
+   * these names only), raising the store's floor to their last tokens first,
+   * so that a name used again later starts above every token it had; and
+   * what dead processes left. A process about to use a name that goes
+   * meanwhile finds it gone and makes it again.
+   */
+  prune(only?: ReadonlySet<string>): PruneReport;
   /** This thread is done: close its files; with `names` (the process exits), remove what it keeps for them. */
   close(names?: Iterable<string>): void;
 }

@@ -36,7 +36,7 @@ import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { me, provablyDead } from '../identity.js';
-import { ownDir } from './file-dir.js';
+import { descriptorBudget, ownDir } from './file-dir.js';
 import { ERR_LOCK_BACKEND } from '../../errors.js';
 
 /** The gate is yours; value = token. */
@@ -57,8 +57,8 @@ export const M_LOST = 0x4c;
 const HEADER = 10;
 /** Names a message carries at most: the entry it is for and the next waiters. */
 export const HINTS = 8;
-/** Write descriptors of other processes' FIFOs kept open per thread (a hand-off then costs one write). */
-const WRITERS_MAX = 32;
+/** Write descriptors of other processes' FIFOs kept open per thread (a hand-off then costs one write); fewer under a low `ulimit -n`. */
+const WRITERS_MAX = descriptorBudget(32);
 /** FIFOs the pool should hold; below POOL_LOW a background mkfifo tops it up. */
 const POOL_FILL = 8;
 const POOL_LOW = 4;

@@ -33,8 +33,7 @@
  * latchkey by someone else starts at 0.
  */
 import {
-  closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, unlinkSync,
-  writeSync,
+  closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -312,7 +311,25 @@ export function unlinkQuiet(path: string): boolean {
   }
 }
 
-/** Read `fd` whole into `buf` from 0: the bytes read. */
-export function preadAll(fd: number, buf: Buffer): number {
-  return readSync(fd, buf, 0, buf.length, 0);
+/**
+ * How many of something that costs descriptors a thread may keep open for
+ * later (names' files, FIFO writers): `max`, or fewer under a low limit
+ * (`ulimit -n`: the soft limit / 16, at least 2), so that a process with
+ * few descriptors keeps most of them for its own files (issue 17 item 7).
+ */
+export function descriptorBudget(max: number): number {
+  const soft = openFilesLimit();
+  return Math.max(2, Math.min(max, Math.floor(soft / 16)));
+}
+
+let limit: number | undefined;
+function openFilesLimit(): number {
+  if (limit !== undefined) return limit;
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+    limit = m === null || m[1] === 'unlimited' ? 1 << 20 : Number(m[1]);
+  } catch {
+    limit = 1024;
+  }
+  return limit;
 }

@@ -55,12 +55,14 @@
  */
 import {
   watch as fsWatch, closeSync, constants, fstatSync, futimesSync, linkSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, renameSync,
-  rmdirSync, writeSync,
+  rmSync, rmdirSync, writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import type { LockMode } from '../../atomics/queue/queue.js';
-import type { Attempt, AcquireRequest, Backend, Grant, HostLockEntry, Renewal, Waiter } from './backend.js';
-import { asBackend, encodeName, forgetIfDead, lockDirOf, nameIn, openNameDir, unlinkQuiet } from './file-dir.js';
+import type { Attempt, AcquireRequest, Backend, Grant, HostLockEntry, PruneReport, Renewal, Waiter } from './backend.js';
+import {
+  asBackend, descriptorBudget, encodeName, forgetIfDead, lockDirOf, nameIn, openNameDir, unlinkQuiet, writeFloor,
+} from './file-dir.js';
 import {
   ABANDONED, ENTERING, EXCLUSIVE, HELD, IDLE, MAX_TOKEN, RECORD_BYTES, type Rec, SEQ_BYTES, SHARED, type Seq, decodeRecord, encodeRecord,
   ownerHash, readSeq, writeSeq,
@@ -77,8 +79,11 @@ export const SKIP_MS = 1000;
 export const BREAKER_STALE_MS = 5000;
 /** An unreadable marker whose inode has not changed this long is garbage. */
 export const GARBAGE_STALE_MS = 30_000;
-/** Names whose files this thread keeps open (two descriptors each); a name in a wait of this thread is never closed. */
-export const OPEN_NAMES = 32;
+/**
+ * Names whose files this thread keeps open (two descriptors each); a name in
+ * a wait of this thread is never closed. Fewer under a low `ulimit -n`.
+ */
+export const OPEN_NAMES = descriptorBudget(32);
 /**
  * Test hook (the kill tests, test/host-kill.test.ts): LATCHKEY_TEST_PAUSE_AT
  * names a point of the hand-off where this process stops itself (SIGSTOP),
@@ -435,6 +440,82 @@ export class FileBackend implements Backend {
    */
   notices(onMessage: (m: Message) => void): void {
     this.#store('', 'open the notice FIFO in', () => this.#f.openNotice(onMessage));
+  }
+
+  prune(only?: ReadonlySet<string>): PruneReport {
+    const removed: string[] = [], kept: Array<{ name: string; why: 'held' | 'waiting' | 'busy' | 'corrupt' }> = [];
+    let entries: string[];
+    try {
+      entries = readdirSync(this.location);
+    } catch (err) {
+      throw asBackend(err, 'file', `cannot list ${this.location}`);
+    }
+    const now = wallClock();
+    for (const d of entries) {
+      const path = join(this.location, d);
+      // Leftovers of a prune or a publish that died halfway (a publish takes µs).
+      if (d.startsWith('.trash-') || ((d.startsWith('.new-') || d.startsWith('.floor-')) && now - (lstatSync(path, { throwIfNoEntry: false })?.mtimeMs ?? now) > 60_000)) {
+        rmSync(path, { recursive: true, force: true });
+        continue;
+      }
+      if (d.startsWith('.')) continue;
+      const name = nameIn(path);
+      if (name === null || (only !== undefined && !only.has(name))) continue;
+      const why = this.#store(name, 'prune', () => this.#pruneOne(name), () => 'busy' as const);
+      if (why === 'removed') removed.push(name);
+      else kept.push({ name, why });
+    }
+    if (lstatSync(join(this.location, '.fifo'), { throwIfNoEntry: false }) !== undefined) this.#f.collectDead();
+    return { removed, kept };
+  }
+
+  /**
+   * One name: removed only while we hold its gate and its latch, with
+   * nobody queued and no reader in; the floor raised to its last token
+   * first; the directory renamed aside whole, then removed. A waiter that
+   * queued in the µs before the rename is poked: it finds its directory
+   * gone and queues in a new one.
+   */
+  #pruneOne(name: string): 'removed' | 'held' | 'waiting' | 'busy' | 'corrupt' {
+    const N = this.#files(name);
+    if (!this.#queueEmpty(N)) return 'waiting';
+    const r: Req = { mode: EXCLUSIVE, ttl: 10_000, since: monoUs() };
+    this.writeRecord(N, HELD, r);
+    if (!linkQuiet(N.o, N.x) && inoOf(N.x) !== N.recIno) {
+      this.writeRecord(N, IDLE, r);
+      return 'held';
+    }
+    let taken = false;
+    try {
+      if (!this.#queueEmpty(N)) return 'waiting';
+      if (this.liveReaders(N) > 0) return 'held';
+      if (!this.takeB(N, 50)) return 'busy';
+      taken = true;
+      let seq: Seq;
+      try {
+        seq = this.readSeq(N);
+      } catch {
+        return 'corrupt'; // left for its operator: it says why at the next request
+      }
+      writeFloor(this.location, seq.token);
+      const trash = join(this.location, `.trash-${this.#me.id}.${asides++}`);
+      renameSync(N.dir, trash);
+      taken = false;
+      for (const e of readdirSync(join(trash, 'q'))) {
+        const p = parseEntry(e);
+        if (p !== null && p.owner !== this.#me.id) this.#f.send(p.owner, p.k, M_POKE);
+      }
+      rmSync(trash, { recursive: true, force: true });
+      this.#closeFiles(N);
+      this.#names.delete(name);
+      return 'removed';
+    } finally {
+      if (taken) this.dropB(N);
+      if (this.#names.get(name) === N && inoOf(N.x) === N.recIno) {
+        this.freeGate(N);
+        this.writeRecord(N, IDLE, r);
+      }
+    }
   }
 
   watch(name: string, onChange: () => void): () => void {

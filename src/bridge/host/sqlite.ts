@@ -39,8 +39,8 @@ import { dirname, join, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 import { loadDriver } from '../drivers.js';
 import type { LockMode } from '../../atomics/queue/queue.js';
-import type { Attempt, AcquireRequest, Backend, Grant, HostLockEntry, Renewal, Waiter } from './backend.js';
-import { asBackend, lockDirOf, openLockDir, readFloor } from './file-dir.js';
+import type { Attempt, AcquireRequest, Backend, Grant, HostLockEntry, PruneReport, Renewal, Waiter } from './backend.js';
+import { asBackend, lockDirOf, openLockDir, readFloor, writeFloor } from './file-dir.js';
 import { type Fifo, Fifos, M_GRANT, M_GRANT_ABANDONED, M_LOST, M_READ, type Message } from './fifo.js';
 import { MAX_TOKEN } from './records.js';
 import { POLL_MS, SKIP_MS } from './file.js';
@@ -398,6 +398,36 @@ export class SqliteBackend implements Backend {
     return out;
   }
 
+  prune(only?: ReadonlySet<string>): PruneReport {
+    const report = this.#tx(() => {
+      const q = this.#q, now = wallClock(), kept: PruneReport['kept'] = [], removed: string[] = [];
+      const live = new Map<string, 'held' | 'waiting'>();
+      for (const r of q.all.all()) {
+        if (this.#stale(r, now) !== null) continue; // a dead or expired process's row: dropped
+        if (live.get(r.name) !== 'held') live.set(r.name, r.state);
+      }
+      const rows = this.#db!.prepare<[], { name: string; token: unknown; kind: string }>('SELECT name, token, typeof(token) AS kind FROM names').all();
+      let floor = 0;
+      for (const row of rows) {
+        if (only !== undefined && !only.has(row.name)) continue;
+        const state = live.get(row.name);
+        if (state !== undefined) kept.push({ name: row.name, why: state });
+        else if (row.kind !== 'integer' || typeof row.token !== 'number' || !Number.isSafeInteger(row.token)) kept.push({ name: row.name, why: 'corrupt' });
+        else {
+          floor = Math.max(floor, row.token);
+          removed.push(row.name);
+        }
+      }
+      // The floor first (inside the transaction: nobody issues a token meanwhile), then the rows.
+      if (removed.length > 0) writeFloor(this.#dir, floor, 'sqlite');
+      const del = this.#db!.prepare<[string]>('DELETE FROM names WHERE name = ?');
+      for (const name of removed) del.run(name);
+      return { removed, kept };
+    });
+    if (lstatSync(join(this.#dir, '.fifo'), { throwIfNoEntry: false }) !== undefined) this.#f.collectDead();
+    return report;
+  }
+
   checkStore(): void {
     if (this.#db !== undefined && this.#inodes() !== this.#files) this.#replaced();
   }
@@ -446,7 +476,8 @@ export class SqliteBackend implements Backend {
   /** The name's seq, refused when it cannot be trusted (issue 17 item 5). */
   #seq(name: string): { token: number; flags: number; grants: number } {
     const s = this.#q.seq.get(name);
-    if (s === undefined) return { token: this.#floor, flags: 0, grants: 0 };
+    // A name never seen (or pruned): from the floor, read afresh (latchkey prune raises it).
+    if (s === undefined) return { token: Math.max(this.#floor, readFloor(this.#dir, 'sqlite')), flags: 0, grants: 0 };
     const token = s.token;
     if (s.kind !== 'integer' || typeof token !== 'number' || !Number.isSafeInteger(token) || token < 0 || token > MAX_TOKEN
       || !Number.isSafeInteger(s.grants) || s.grants < 0) {
