@@ -55,15 +55,22 @@ export const kHostGeometry: Geometry = { slots: 1024, threads: 256, requests: 40
  * How a host grant is shared by the process's threads (word.ts CohortPolicy).
  *
  * Fairness between processes: waiters queue FIFO at the backend, and a
- * release hands the lock to the oldest. While no other process waits, the
- * process keeps the grant for its threads for up to COHORT_PASSES grants or
- * COHORT_MS; once one waits (the backend says so at the grant, and at each
- * release), the process's turn is `turnPasses` grants or `turnMs`, then the
- * lock goes to the other process. A grant nobody uses lingers `lingerMs`
- * (the lease keeper gives it back; at once when another process waits), so
- * that a thread requesting again in a loop re-takes it with no I/O: a turn
- * costs one hand-over (~0.3–0.6 ms here) for many grants. A waiting
- * process waits at most (processes ahead) × (turnMs + one hand-over).
+ * release hands the lock to the oldest. A process keeps a grant for its own
+ * requests for a turn: up to 64 local grants or 20 ms (a request of one
+ * thread made right after its release re-takes the lingering grant with no
+ * I/O, word.ts "Lingering"), then the lock goes to the next process in
+ * line; a grant nobody uses lingers 0.5 ms while nobody else waits, and
+ * goes back as soon as the keeper looks when another process waits. A
+ * waiting process so waits at most (processes ahead) × (a turn + one
+ * hand-over), and a one-thread loop of short sections gets 64 of them per
+ * hand-over (~1 ms of passes here) instead of one.
+ *
+ * Why a 20 ms turn, not 1–5 ms: measured on 2 busy cores (load 5–13), the 2
+ * processes × 4 threads cohort made ~4 passes per hand-over with a 5 ms turn
+ * (a pass between parked threads costs a wake-up, and a hand-over between
+ * processes 0.6–1 ms); the 4 × 250 one-thread loops are bounded by their
+ * 64 passes, not by the time (1.7–3.1 k ops/s with turns of 1, 2, 5 and
+ * 20 ms alike).
  */
 export const kHostCohort: CohortPolicy = Object.freeze({ turnPasses: 64, turnMs: 20, lingerMs: 0.5 });
 

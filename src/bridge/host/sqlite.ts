@@ -328,9 +328,15 @@ export class SqliteBackend implements Backend {
     }
     const grace = this.#graceUntil - wallClock();
     if (grace > 0 && !req.once) return { later: grace };
-    const f = req.once || req.steal ? null : this.#f.claim();
+    let f: Fifo | null = null;
     try {
-      const { result, notes } = this.#tx(() => this.#acquire(req, f));
+      // First without a FIFO (an uncontended request never makes one); queued, once more with one.
+      let { result, notes } = this.#tx(() => this.#acquire(req, null));
+      if (result === 'queued') {
+        f = this.#f.claim();
+        const fifo = f;
+        ({ result, notes } = this.#tx(() => this.#acquire(req, fifo)));
+      }
       this.#send(notes);
       if (result === 'queued') return { queued: new SqliteWaiter(this, req, f!) };
       if (f !== null) this.#f.release(f);
@@ -355,7 +361,9 @@ export class SqliteBackend implements Backend {
           const gone = this.#q.release.all(name, this.#me.id, token, token);
           if (token === null) this.#q.drop.run(name, this.#me.id); // a wait of ours too (recovery, exit)
           if (abandoned && gone.some((r) => r.mode === 'exclusive')) this.#q.abandon.run(name);
-          return gone.length > 0 || token === null ? this.#serve(name) : [];
+          // Nobody waits (one indexed look): nothing to hand over.
+          if ((gone.length === 0 && token !== null) || this.#q.anyWaiting.get(name, this.#me.id) === undefined) return [];
+          return this.#serve(name);
         });
         this.#send(notes);
         return;
@@ -535,6 +543,7 @@ export class SqliteBackend implements Backend {
       q.drop.run(name, me.id);
       return { result: { unavailable: true }, notes };
     }
+    if (f === null) return { result: 'queued', notes }; // it must queue: the caller claims a FIFO and asks again
     q.put.run(name, me.id, req.mode, 'waiting', 0, 0, req.ttl, req.since, now, me.pid, me.start, me.boot, me.host, f!.k, 0);
     // Free, but others waited: the oldest go first (never us: we are the newest), and we queue.
     if (blockers.length === 0) notes.push(...this.#serve(name));
