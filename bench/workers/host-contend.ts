@@ -1,8 +1,11 @@
 // One contending process of bench/host.ts, forked with argv
 //   [kind, counterFile, run, threads, logFile]
 // kind: 'latchkey' (locks.request(name, { scope: 'host' }, cb), LATCHKEY_DIR/LATCHKEY_BACKEND),
+//       'latchkey-warm' (the same, after one request before the run: its table, lock directory and lease
+//       keeper are up; what the steady state costs),
 //       'thread' (the same at thread scope: one process's threads only),
-//       'none' (no lock at all: the ceiling any Node lock is held to; the counter is then not exact),
+//       'none' (no lock at all, the section called through one await as a request's callback is: the
+//       ceiling any Node lock is held to; the counter is then not exact),
 //       'proper-lockfile' (it polls: retries 1–10 ms).
 // run: 'iters:N' (N sequential requests per thread) or 'ms:N' (for N ms).
 // Imports and opens everything, says 'ready'; on {goNs} every thread waits
@@ -46,14 +49,14 @@ async function loop(job: Job): Promise<Done> {
     const t0 = now();
     if (end !== 0n && t0 >= end) break;
     let s: [bigint, bigint, number];
-    if (job.kind === 'latchkey' || job.kind === 'thread') {
-      s = await locks.request(NAME, job.kind === 'latchkey' ? { scope: 'host' } : {}, (l) => section(l!.token));
+    if (job.kind === 'latchkey' || job.kind === 'latchkey-warm' || job.kind === 'thread') {
+      s = await locks.request(NAME, job.kind === 'thread' ? {} : { scope: 'host' }, (l) => section(l!.token));
     } else if (job.kind === 'proper-lockfile') {
       const release = await lockfile.lock(target, { realpath: false, stale: 10_000, retries: { retries: 100_000, minTimeout: 1, maxTimeout: 10 } });
       s = section(0);
       await release();
     } else {
-      s = section(0);
+      s = await (async () => section(0))();
     }
     if (3 * ops + 2 < log.length) log.set([Number(s[0] - go), Number(s[1] - go), s[2]], 3 * ops);
     if (ops % 4 === 0 || iters !== Infinity) waits.push(Number(s[0] - t0) / 1e6);
@@ -65,6 +68,10 @@ async function loop(job: Job): Promise<Done> {
 if (isMainThread) {
   const [kind, counter, run, threads, out] = process.argv.slice(2) as [string, string, string, string, string];
   if (kind === 'proper-lockfile') fs.writeFileSync(`${counter}.target`, '');
+  if (kind === 'latchkey-warm') {
+    await locks.request(NAME, { scope: 'host' }, () => {});
+    await new Promise((r) => setTimeout(r, 300)); // the lease keeper runs
+  }
   const n = Number(threads);
   // The threads start before 'ready' (a worker takes tens of ms to start): all of them wait for the go.
   const go: Array<(goNs: string) => void> = [];
