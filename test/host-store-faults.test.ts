@@ -191,7 +191,7 @@ describe('SQLite write lock held by another program (issue 17 item 4)', () => {
 describe('many distinct names, one at a time (issue 17 item 6)', () => {
   // More names than the host table has slots (1024). The file backend makes a directory per new
   // name (~5 ms each on this machine's overlay file system): fewer of them.
-  test.each([['sqlite', 5000], ['file', 1500]] as const)('%s backend: %i names taken and given back one after another, never ERR_LOCK_TABLE_FULL', async (backend, count) => {
+  test.each([['sqlite', 5000], ['file', 1100]] as const)('%s backend: %i names taken and given back one after another, never ERR_LOCK_TABLE_FULL', async (backend, count) => {
     const dir = freshDir();
     const c = await hostChild(backend, dir);
     const r = await c.call('sequence', { prefix: 'n', count }, 120_000);
