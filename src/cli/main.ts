@@ -15,6 +15,7 @@ type Command = () => Promise<{ main(argv: string[]): Promise<number> | number }>
 const commands: Record<string, Command> = {
   run: () => import('./run.js'),
   status: () => import('./status.js'),
+  prune: () => import('./prune.js'),
   demo: () => import('./demo.js'),
   bench: () => import('./bench.js'),
 };
@@ -29,6 +30,8 @@ Commands:
                take the host lock NAME, run COMMAND holding it (like flock(1))
   status [--json] [NAME...]
                the host locks of this machine: held, waited for, hot
+  prune [--json] [NAME...]
+               remove the lock store's entries of names nobody uses
   demo [...]   run the live demo (node dist/demo/main.js; from a clone)
   bench [...]  run the benchmark suites (node dist/bench/run.js; from a clone)
   help [COMMAND]
