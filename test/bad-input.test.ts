@@ -61,6 +61,8 @@ describe('LockTable.attach() validates the buffer', () => {
   test('a foreign buffer (wrong magic), a newer layout, a truncated or padded table', () => {
     expect(() => LockTable.attach(new SharedArrayBuffer(4096))).toThrow(code('ERR_LOCK_TABLE_INVALID'));
     expect(() => LockTable.attach(new SharedArrayBuffer(8))).toThrow(code('ERR_LOCK_TABLE_INVALID'));
+    // Issue 17 item 10: a length that is not a multiple of 4 was an uncoded RangeError from the Int32Array view.
+    expect(() => LockTable.attach(new SharedArrayBuffer(1023))).toThrow(code('ERR_LOCK_TABLE_INVALID'));
     const good = LockTable.create({ slots: 4 }).buffer;
     const copy = (bytes: number, edit?: (w: Int32Array) => void) => {
       const b = new SharedArrayBuffer(bytes);
