@@ -387,7 +387,10 @@ export class SqliteBackend implements Backend {
       if (other !== undefined) return { lost: 'owner-changed', detail: `process ${other.pid} (${other.host}) holds it now, token ${other.token} (${this.location})` };
       const mine = q.mine.get(name, id);
       if (mine?.state === 'held') return { lost: 'owner-changed', detail: `this process holds it under token ${mine.token} now, not ${token}` };
-      return { lost: 'marker-missing', detail: `its row in ${this.location} was taken away (lease expired or stolen)` };
+      // Gone, and nobody holds it: within our lease only another process's steal takes a row (a
+      // takeover waits for the lease, and prune keeps held names), and it has let go since. Said as
+      // a steal (host.ts says 'expired' once the lease has run out), as when the stealer still holds it.
+      return { lost: 'owner-changed', detail: `another process took it from ${this.location} and has let it go since` };
     });
   }
 
