@@ -2,7 +2,7 @@
  * Names as the stores beyond the process keep them (lock directories,
  * SQLite, PostgreSQL, Redis). A JavaScript string may hold a lone surrogate,
  * which UTF-8 cannot carry; the tables in shared memory keep such names
- * whole (atomics/wtf8.ts), and a store keeps them as '-' + their JSON, a
+ * whole (atomics/name-bytes.ts), and a store keeps them as '-' + their JSON, a
  * prefix no request may start a name with (Web Locks reserves it), so no
  * two names share a key.
  */

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { loadDriver } from '../bridge/drivers.js';
 import { nameIn } from '../bridge/host/file-dir.js';
-import { decodeName } from './names.js';
+import { nameOfStoreKey } from '../bridge/keys.js';
 
 export interface HotLock {
   readonly name: string;
@@ -55,7 +55,7 @@ function fileGrants(dir: string): HotLock[] {
     } finally {
       closeSync(fd);
     }
-    if (Number.isFinite(seq[0])) out.push({ name: decodeName(name), grants: seq[0]! });
+    if (Number.isFinite(seq[0])) out.push({ name: nameOfStoreKey(name), grants: seq[0]! });
   }
   return out;
 }
@@ -71,7 +71,7 @@ function sqliteGrants(file: string, top: number): HotLock[] {
   try {
     const rows = db.prepare<[number], { name: string; token: number }>(
       'SELECT name, token FROM names WHERE token > 0 ORDER BY token DESC, name LIMIT ?').all(Number.isFinite(top) ? top : -1); // -1: no limit
-    return rows.map((r) => ({ name: decodeName(r.name), grants: r.token }));
+    return rows.map((r) => ({ name: nameOfStoreKey(r.name), grants: r.token }));
   } catch {
     return []; // no names table yet
   } finally {

@@ -11,10 +11,9 @@ import { join, resolve } from 'node:path';
 import type { PruneReport } from '../bridge/host/backend.js';
 import { defaultDir } from '../bridge/host/file-dir.js';
 import { hostBackend } from '../bridge/host/host.js';
-import { storeKey } from '../bridge/keys.js';
+import { nameOfStoreKey, storeKey } from '../bridge/keys.js';
 import { type OptionSpecs, isStoreFailure, parseCommand, printHelp, storeFailure } from './args.js';
 import { exitStatusHelp, kExitRows } from './exit-codes.js';
-import { decodeName } from './names.js';
 import { cell, table } from './table.js';
 
 /** `latchkey prune`'s statuses. */
@@ -81,7 +80,7 @@ export function prune(names?: ReadonlySet<string>): PruneResult {
     if (isStoreFailure(err)) throw storeFailure(err, `cannot prune the host locks at ${store}`);
     throw err;
   }
-  const shown = (key: string) => decodeName(key);
+  const shown = (key: string) => nameOfStoreKey(key);
   return {
     backend: kind, location,
     removed: report.removed.map(shown).sort(),

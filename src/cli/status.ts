@@ -17,7 +17,7 @@ import { TOKEN_SPAN } from '../atomics/queue/word.js';
 import { type OptionSpecs, isStoreFailure, parseCommand, parseInteger, printHelp, storeFailure, usage } from './args.js';
 import { STATUS_EXIT_HELP } from './exit-codes.js';
 import { type HotLock, hotLocks } from './hot.js';
-import { decodeName } from './names.js';
+import { nameOfStoreKey } from '../bridge/keys.js';
 import { cell, duration, table } from './table.js';
 
 export const STATUS_HELP = `Usage: latchkey status [--json] [--top N] [--scope SCOPE] [NAME...]
@@ -125,10 +125,10 @@ export async function collect(top: number, names?: ReadonlySet<string>): Promise
   }
   const wanted = (name: string) => names === undefined || names.has(name);
   const now = Date.now();
-  const locks = entries.filter((e) => wanted(decodeName(e.name))).map((e): StatusLock => {
+  const locks = entries.filter((e) => wanted(nameOfStoreKey(e.name))).map((e): StatusLock => {
     const held = e.state === 'held';
     return {
-      name: decodeName(e.name), mode: e.mode, state: held ? 'held' : 'waiting', pid: e.pid, owner: e.owner, host: e.host,
+      name: nameOfStoreKey(e.name), mode: e.mode, state: held ? 'held' : 'waiting', pid: e.pid, owner: e.owner, host: e.host,
       // What the holder sees (lock.token, LATCHKEY_TOKEN): the host token × TOKEN_SPAN + its pass in the cohort, from 0.
       token: held ? e.token * TOKEN_SPAN : null, hostToken: held ? e.token : null, since: e.since, ageMs: Math.max(0, Math.round(now - e.since)),
       expires: held ? e.expires : null, leaseLeftMs: held ? Math.max(0, Math.round(e.expires - now)) : null,
@@ -151,10 +151,10 @@ export async function collectCluster(names?: ReadonlySet<string>): Promise<Statu
     throw err;
   }
   const now = Date.now();
-  const locks = entries.filter((e) => names === undefined || names.has(decodeName(e.name))).map((e): StatusLock => {
+  const locks = entries.filter((e) => names === undefined || names.has(nameOfStoreKey(e.name))).map((e): StatusLock => {
     const held = e.state === 'held', expires = held && e.expires !== undefined && e.expires > 0 ? e.expires : null;
     return {
-      name: decodeName(e.name), mode: e.mode, state: held ? 'held' : 'waiting', pid: e.pid, owner: e.owner, host: e.host,
+      name: nameOfStoreKey(e.name), mode: e.mode, state: held ? 'held' : 'waiting', pid: e.pid, owner: e.owner, host: e.host,
       token: held ? e.token * TOKEN_SPAN : null, hostToken: held ? e.token : null, since: e.since, ageMs: Math.max(0, Math.round(now - e.since)),
       expires, leaseLeftMs: expires === null ? null : Math.max(0, Math.round(expires - now)),
     };
