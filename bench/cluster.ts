@@ -30,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { startTogether } from './processes.js';
+import { nextMessage, startTogether } from './processes.js';
 import { type Figure, figure, markdown, median, percentile } from './report.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -43,16 +43,6 @@ const fmt = (n: number) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n
 /** "median (min–max)" of `xs`. */
 export const spread = (xs: number[]) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
 
-function next<T>(c: ChildProcess): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onExit = (code: number | null) => reject(new Error(`bench child exited with ${code}`));
-    c.once('exit', onExit);
-    c.once('message', (m) => {
-      c.off('exit', onExit);
-      resolve(m as T);
-    });
-  });
-}
 
 // --- uncontended ---------------------------------------------------------------
 
@@ -68,11 +58,11 @@ async function uncontended(rounds: number): Promise<Uncontended> {
     execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })]));
   try {
-    await Promise.all([...children.values()].map((c) => next(c)));
+    await Promise.all([...children.values()].map((c) => nextMessage(c)));
     const out: Uncontended = { us: { 'pg-try': [], latchkey: [], retake: [], 'advisory-lock': [] }, cpuUs: { 'pg-try': [], latchkey: [], retake: [], 'advisory-lock': [] } };
     for (let r = 0; r < rounds; r++) {
       for (const k of [...kinds].sort(() => Math.random() - 0.5)) {
-        const c = children.get(k)!, reply = next<{ us: number; cpuUs: number }>(c);
+        const c = children.get(k)!, reply = nextMessage<{ us: number; cpuUs: number }>(c);
         c.send({ n: BATCH[k] });
         const { us, cpuUs } = await reply;
         out.us[k].push(us);

@@ -42,6 +42,7 @@ import { Bench } from 'tinybench';
 import Database from 'better-sqlite3';
 import * as lockfile from 'proper-lockfile';
 import { median, percentile } from './report.js';
+import { nextMessage } from './processes.js';
 
 const worker = (name: string) => fileURLToPath(new URL(`./workers/${name}.js`, import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -140,16 +141,6 @@ function exited(child: ChildProcess): Promise<void> {
   });
 }
 
-function nextMessage<T>(child: ChildProcess): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null) => reject(new Error(`child exited (${code}) before replying`));
-    child.once('exit', onExit);
-    child.once('message', (m) => {
-      child.off('exit', onExit);
-      resolve(m as T);
-    });
-  });
-}
 
 /** N processes contending through proper-lockfile for `ms` ms: one timed run. */
 export async function properLockfileContended(

@@ -5,17 +5,26 @@
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
+/** A forked child's next message; its exit first rejects (else a crashed child would leave the bench waiting on nothing, and Node would exit 0). */
+export function nextMessage<R>(c: ChildProcess): Promise<R> {
+  return new Promise<R>((resolve, reject) => {
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => reject(new Error(`bench child exited with ${signal ?? code}`));
+    c.once('message', (m) => {
+      c.off('exit', onExit);
+      resolve(m as R);
+    });
+    c.once('exit', onExit);
+  });
+}
+
 /**
  * Wait for each forked child's first message (it is ready), then send every
  * one {goNs}: one instant, `leadNs` from now. Each child's next message is
- * its result; a child that exits before it sends one rejects.
+ * its result; a child that exits before either rejects.
  */
 export async function startTogether<R>(children: ChildProcess[], leadNs: bigint): Promise<R[]> {
-  await Promise.all(children.map((c) => new Promise((r) => c.once('message', r))));
-  const done = children.map((c) => new Promise<R>((resolve, reject) => {
-    c.once('message', (m) => resolve(m as R));
-    c.once('exit', (code) => reject(new Error(`bench child exited with ${code}`)));
-  }));
+  await Promise.all(children.map((c) => nextMessage(c)));
+  const done = children.map((c) => nextMessage<R>(c));
   const goNs = process.hrtime.bigint() + leadNs; // every child starts at the same instant
   for (const c of children) c.send({ goNs: goNs.toString() });
   return Promise.all(done);

@@ -37,7 +37,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as RedisClient from '@redis/client';
-import { overlapLog, startTogether } from './processes.js';
+import { nextMessage, overlapLog, startTogether } from './processes.js';
 import { type Figure, figure, markdown, median, percentile } from './report.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -121,7 +121,7 @@ async function handover(kind: 'latchkey' | 'engine' | 'blpop', n: number, round:
   const name = `${run}:h${round}:${kind}`;
   const holder = child('redis-handover.js', [kind, 'holder', name]), waiter = child('redis-handover.js', [kind, 'waiter', name]);
   try {
-    await Promise.all([holder, waiter].map((c) => new Promise((r) => c.once('message', r))));
+    await Promise.all([holder, waiter].map((c) => nextMessage(c)));
     const out: number[] = [];
     for (let i = 0; i < n; i++) {
       await ask(holder, { op: 'take' }, 'taken');
