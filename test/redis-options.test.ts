@@ -191,6 +191,29 @@ describe('Redis cluster options', () => {
     console.log(`[redis steal] the evicted holder told ${msBetween(t.at, aborted.at).toFixed(1)} ms after the thief's grant`);
   }, 30_000);
 
+  test('steal from a process whose own request already waits in the server: the steal goes out at once, ahead of it', async () => {
+    const name = fresh('steal-own');
+    const [holder, p] = await Promise.all([redisChild(), redisChild()]);
+    expect(await holder.call('request', { key: 'h', name })).toMatchObject({ queued: true });
+    const h = await holder.next((m) => m.ev === 'granted' && m.key === 'h');
+    expect(await p.call('request', { key: 'w', name, opts: { timeout: 30_000 } })).toMatchObject({ queued: true });
+    await queued(name, p.pid);
+    // The steal queues ahead of the process's own waiting request: that one stands down (leaves the
+    // server's queue) and the steal goes out, instead of waiting behind it for the holder, forever.
+    const t = await p.call('lock', { key: 't', name, opts: { steal: true, timeout: 10_000 } });
+    expect(t, JSON.stringify(t.error)).toMatchObject({ granted: true });
+    expect(t.token).toBeGreaterThan(h.token);
+    expect((await holder.next((m) => m.ev === 'aborted' && m.key === 'h', 5000, 'the holder told')).error).toMatchObject({ name: 'AbortError' });
+    expect(p.seen((m) => m.ev === 'granted' && m.key === 'w'), 'the waiting request got in beside the stealer').toBe(false);
+    // After the stealer, the request that stood down is granted (it waited on in its process).
+    expect(await p.call('unlock', { key: 't' })).toMatchObject({ ok: true });
+    const w = await p.next((m) => m.ev === 'granted' && m.key === 'w', 10_000, 'the waiting request after the steal');
+    expect(w.token).toBeGreaterThan(t.token);
+    await holder.call('release', { key: 'h' });
+    await p.call('release', { key: 'w' });
+    await empty(name);
+  }, 40_000);
+
   test('lockSync() in a worker thread blocks that worker only; the main thread runs on; a thread of the same process then waits for it', async () => {
     const name = fresh('sync');
     const [p, other] = await Promise.all([redisChild(), redisChild()]);

@@ -27,9 +27,11 @@ latchkey: locks for Node.js across worker threads, processes and machines.
 Commands:
   run [options] NAME [--] COMMAND [ARGS...]
   run [options] NAME -c 'SHELL COMMAND'
-               take the host lock NAME, run COMMAND holding it (like flock(1))
-  status [--json] [NAME...]
-               the host locks of this machine: held, waited for, hot
+               take the lock NAME (host scope, or --scope cluster), run
+               COMMAND holding it (like flock(1))
+  status [--json] [--top N] [--scope host|cluster] [NAME...]
+               the locks held and waited for (this machine's, or the
+               cluster's), and the hot ones
   prune [--json] [NAME...]
                remove the lock store's entries of names nobody uses
   demo [...]   run the live demo (node dist/demo/main.js; from a clone)

@@ -31,7 +31,7 @@ export interface OuterRequest {
   readonly mode: LockMode;
   /** Deadline and signal of the local request that escalates. */
   readonly wait: Wait;
-  /** Lease, ms (host tier; the cluster tier's sessions need none). */
+  /** Lease, ms (the host tier, and Redis at the cluster tier, through OuterSeat.leaseAsked; PostgreSQL's sessions need none). */
   readonly ttl: number;
   /** ifAvailable: one attempt, never wait. */
   readonly once: boolean;
@@ -170,7 +170,6 @@ export class OuterSeat {
     return w[a + A_OUTER_MODE] === MODE_EXCLUSIVE || (w[nodeAt(this.#q.pool, head - 1) + N_MODE]! & MODE_MASK) === MODE_SHARED;
   }
 
-  /** For an escalator: a stealer waits ahead of it, so it stands down (unless it steals too). */
   /**
    * For a helper thread serving an escalation: the lease (ms) the escalating
    * request asked for (its `ttl`), or 0 when no escalation is on its way.
@@ -182,6 +181,7 @@ export class OuterSeat {
     return node === 0 ? 0 : Atomics.load(this.#w, nodeAt(this.#q.pool, node - 1) + N_TTL);
   }
 
+  /** For an escalator: a stealer waits ahead of it, so it stands down (unless it steals too). */
   get stealerAhead(): boolean {
     return stealerWaiting(this.#q.pool, this.#a, Atomics.load(this.#w, this.#a + A_OUTER_NODE) - 1);
   }

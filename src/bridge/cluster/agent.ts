@@ -41,16 +41,6 @@ import { debug, hostEvent } from '../../observe.js';
 const LOST_GRANT_MS = 5_000;
 /** How often grants nobody uses are looked for (a release lost to a thread's death). */
 const SWEEP_MS = 1000;
-/**
- * A grant that follows a holder's death is answered this much later. When
- * the server ended the holder's session (pg_terminate_backend, a dropped
- * connection) its process may still run: the server wakes the next waiter
- * as it frees the lock, before the holder's socket closes, so without this
- * the two learn of it in a race (measured: the waiter first by up to 15 ms).
- * Best effort: a holder that hears later still is fenced by the tokens.
- */
-const ABANDONED_GRACE_MS = 100;
-
 const table = clusterTable();
 const helper = table.helper;
 const engine: ClusterEngine = await openEngine(clusterUrl(), { lost: onLost, wanted: onWanted });
@@ -124,9 +114,9 @@ async function acquire(q: RequestQueue, seq: number, op: number, abort: AbortCon
     }
     const mine = { name: q.name, key, mode, token: grant.token };
     held.set(q.slot, mine);
-    if (grant.abandoned) {
-      // The dead holder's process, if it still runs, is told first (ABANDONED_GRACE_MS).
-      await new Promise((r) => setTimeout(r, ABANDONED_GRACE_MS));
+    if (grant.abandoned && engine.abandonedGraceMs > 0) {
+      // The dead holder's process, if it still runs, is told first (ClusterEngine.abandonedGraceMs).
+      await new Promise((r) => setTimeout(r, engine.abandonedGraceMs));
       if (held.get(q.slot) !== mine) {
         // Lost meanwhile (its session ended too): as if the session had ended as it granted the lock.
         if (current(q, seq)) reply(q, seq, resultOf('unreachable'));
@@ -258,8 +248,9 @@ function visit(queues: RequestQueue[], sweeping: boolean, fresh: boolean): { eve
         events++;
       }
       // A grant nobody local uses (the cohort's linger): back to the server once it has lingered long enough.
+      // Another process waits: back at once (a grant lingers within the turn only until the helper looks, word.ts).
       const now = performance.timeOrigin + performance.now();
-      if (now >= until) seat.releaseIfIdle(now);
+      if (now >= until || seat.wantedElsewhere) seat.releaseIfIdle(Infinity);
       else due = Math.min(due, until - now);
     }
     const { seq, op } = seat.mailbox.request();

@@ -359,6 +359,8 @@ class ClusterEscalation implements Escalating {
   #cancelling = false;
   #cancelledAt = 0;
   #cause: unknown;
+  /** A stealer of this process queued ahead: the request is withdrawn so that the steal goes out instead. */
+  #standingDown = false;
   /** When this side gives up on the agent's own timeout and cancels (performance.now() ms). */
   readonly #giveUpAt: number;
 
@@ -380,16 +382,23 @@ class ClusterEscalation implements Escalating {
       switch (result & 0xf) {
         case RES_GRANTED: return { granted: { token, expires: Infinity, abandoned: (result & RES_DIED) !== 0, wanted: (result & RES_WANTED) !== 0 } };
         case RES_UNAVAILABLE: return { gaveUp: 'unavailable' };
-        case RES_CANCELLED: return { failed: this.#cause };
+        case RES_CANCELLED: return this.#standingDown ? { gaveUp: 'stood-down' } : { failed: this.#cause };
         case RES_TIMEOUT: return { failed: this.#timeout() };
         default: return { failed: agentError(errorKindOf(result)) };
       }
+    }
+    // A steal queued ahead in this process (it rang the bell): withdraw, and the queue hands the
+    // escalation to the stealer (as the host tier stands down); else the steal would wait for this
+    // request's own wait in the server to end, which may be never.
+    if (!this.#cancelling && !this.#req.steal && seat.stealerAhead) {
+      this.#standingDown = true;
+      this.abort(undefined);
     }
     // The engine times the wait out itself (its answer is RES_TIMEOUT); if it does not answer in time, cancel.
     if (!this.#cancelling && performance.now() >= this.#giveUpAt) this.abort(this.#timeout());
     // The agent answers a cancel at once; if it does not (it is not running), give up anyway:
     // it gives back a grant nobody asked for when it next looks (its sweep).
-    if (this.#cancelling && performance.now() - this.#cancelledAt > CANCEL_MS) return { failed: this.#cause };
+    if (this.#cancelling && performance.now() - this.#cancelledAt > CANCEL_MS) return this.#standingDown ? { gaveUp: 'stood-down' } : { failed: this.#cause };
     return { bell, until: this.#cancelling ? this.#cancelledAt + CANCEL_MS : this.#giveUpAt };
   }
 

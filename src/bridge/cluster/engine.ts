@@ -121,6 +121,17 @@ export class EngineError extends Error {
 export interface ClusterEngine {
   /** 'postgres' …: for messages (ERR_LOCK_BACKEND). */
   readonly kind: string;
+  /**
+   * How long the agent waits before it answers a grant that follows a
+   * holder's death (`abandoned`), so that a holder whose process still runs
+   * hears of its loss first. PostgreSQL: 100 ms (when the server ends a
+   * holder's session, pg_terminate_backend or a dropped connection, it wakes
+   * the next waiter as it frees the lock, before the holder's socket closes;
+   * measured: the waiter first by up to 15 ms). 0 where the robbed holder is
+   * told by the engine itself before the grant (Redis: a revocation message,
+   * or its own connection gone). Best effort: tokens fence a late hearer.
+   */
+  readonly abandonedGraceMs: number;
   /** Take `key` for this process; waits (as the engine waits: in the server, in a queue) unless `once`, until `deadline`. */
   acquire(key: string, options: AcquireOptions): Promise<EngineGrant | null>;
   /**

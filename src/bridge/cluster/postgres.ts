@@ -239,6 +239,7 @@ class Conn {
  */
 export class PostgresEngine implements ClusterEngine {
   readonly kind = 'postgres';
+  readonly abandonedGraceMs = 100; // engine.ts: the server wakes the next waiter before the ended session's socket closes
   /** This process's knock channel: identifier-safe, unique across processes and machines. */
   readonly channel = `lk_${randomBytes(8).toString('hex')}`;
   readonly #url: string;

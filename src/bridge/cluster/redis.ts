@@ -146,6 +146,7 @@ export function openRedisEngine(url: string, events: EngineEvents): RedisEngine 
 
 export class RedisEngine implements ClusterEngine {
   readonly kind = 'redis';
+  readonly abandonedGraceMs = 0; // engine.ts: a robbed holder is sent its revocation before the grant goes out
   /** This agent's id on the server (its inbox, its entries): random per engine. */
   readonly owner = randomBytes(8).toString('hex');
   readonly #url: string;
