@@ -16,6 +16,9 @@
  *    after this import reaches the same ones. Each is made, at its full
  *    size, by the first thread that uses it:
  *      the default LockTable          LockTable.default()        ~0.8 MB
+ *        (reserved by process-default.ts, which index.ts imports: a
+ *        program of Web Locks alone, as the latchkey command, so loads
+ *        none of the primitives: ~20 ms of a one-shot command's start)
  *      the thread-scope queues        locks.request()            ~1.8 MB
  *      the host-scope queues          { scope: 'host' }          ~0.5 MB
  *      the cluster-scope queues       { scope: 'cluster' }       ~0.5 MB
@@ -34,10 +37,9 @@ import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worke
 import { watchReserved, watchThreads } from './atomics/threads.js';
 import { type Geometry, reserveBuffer } from './atomics/memory.js';
 import { QUEUE_KINDS, helperState } from './atomics/queue/table.js';
-import { KINDS } from './atomics/kinds.js';
+import type { KindOps, TableRecovery } from './atomics/core.js';
 import { queueRecovery } from './atomics/queue/recovery.js';
 import type { OuterLock } from './atomics/queue/outer.js';
-import { DEFAULT_TABLE_KEY, kDefaultGeometry } from './atomics/table.js';
 import { THREAD_QUEUES_KEY, kThreadQueuesGeometry } from './locks.js';
 import { HOST_TABLE_KEY, hostExit, hostOuter, kHostGeometry, keeperSpec } from './bridge/host/host.js';
 import { CLUSTER_TABLE_KEY, agentSpec, clusterExit, clusterOuter, kClusterGeometry } from './bridge/cluster/cluster.js';
@@ -50,21 +52,25 @@ watchObservers();
 // 1. Threads.
 watchThreads();
 
-// 2 and 3. The process's tables, reserved (main thread) and watched (every thread).
+/**
+ * Steps 2 and 3 for one of the process's tables: reserve it (main thread,
+ * unless a copy of latchkey did) and watch it for the workers this thread
+ * starts. `kinds`: what its recovery needs of each kind it holds.
+ */
+export function reserveTable(key: string, geometry: Geometry, kinds: ReadonlyArray<KindOps | undefined>, recover?: TableRecovery): void {
+  if (isMainThread && !(getEnvironmentData(key) instanceof SharedArrayBuffer)) setEnvironmentData(key, reserveBuffer(geometry));
+  const buffer = getEnvironmentData(key);
+  // A worker started before the main thread imported latchkey has none: its requests say so.
+  if (buffer instanceof SharedArrayBuffer) watchReserved(buffer, kinds, recover);
+}
+
+// 2 and 3. The process's queue tables, reserved (main thread) and watched (every thread); the default table: process-default.ts.
 const tables: Array<{ key: string; geometry: Geometry; outer?: OuterLock }> = [
-  { key: DEFAULT_TABLE_KEY, geometry: kDefaultGeometry },
   { key: THREAD_QUEUES_KEY, geometry: kThreadQueuesGeometry },
   { key: HOST_TABLE_KEY, geometry: kHostGeometry, outer: hostOuter },
   { key: CLUSTER_TABLE_KEY, geometry: kClusterGeometry, outer: clusterOuter },
 ];
-for (const { key, geometry, outer } of tables) {
-  const queues = geometry.requests !== undefined;
-  if (isMainThread && !(getEnvironmentData(key) instanceof SharedArrayBuffer)) setEnvironmentData(key, reserveBuffer(geometry));
-  const buffer = getEnvironmentData(key);
-  // A worker started before the main thread imported latchkey has none: its requests say so.
-  if (!(buffer instanceof SharedArrayBuffer)) continue;
-  watchReserved(buffer, queues ? QUEUE_KINDS : KINDS, queues ? queueRecovery(outer && (() => outer)) : undefined);
-}
+for (const { key, geometry, outer } of tables) reserveTable(key, geometry, QUEUE_KINDS, queueRecovery(outer && (() => outer)));
 
 // 4. Helper threads.
 if (isMainThread) {
