@@ -17,7 +17,7 @@
  * neither, and the next process takes the lock as soon as it sees the pid
  * dead (file.ts, sqlite.ts: provablyDead).
  */
-import '../process.js'; // what importing latchkey does (the command uses its lock machinery)
+import '../process.js'; // what importing latchkey does, but the cluster tier (loaded for --scope cluster) and the default table
 import type { LockGuard, LockMode, LockScope } from '../lock-guard.js';
 import { locks } from '../locks.js';
 import { hostBackend } from '../bridge/host/host.js';
@@ -228,6 +228,7 @@ class Stopped extends Error {
 }
 
 async function runLocked(r: RunRequest): Promise<number> {
+  if (r.scope === 'cluster') await import('../process-cluster.js');
   const stop = new AbortController();
   let running: Running | undefined;
   // Kept until latchkey exits: a signal after COMMAND ended is moot, and must not kill latchkey before it releases.
