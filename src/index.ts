@@ -3,12 +3,15 @@
  * latchkey: locks that are correct across the worker threads of a process
  * and across the processes of a machine.
  * This file is the public surface; everything else is internal. What
- * importing it does is listed, in order, in process.ts. Its declarations
- * use Node's types (AbortSignal, Worker …): the reference above makes a
+ * importing it does is listed, in order, in process.ts (then
+ * process-cluster.ts and process-default.ts). Its declarations use Node's
+ * types (AbortSignal, Worker …): the reference above makes a
  * TypeScript consumer load @types/node (the package lists it as an
  * optional peer) whatever its tsconfig's `types` says.
  */
 import './process.js';
+import './process-cluster.js';
+import './process-default.js';
 export { LockTable } from './atomics/table.js';
 export { Mutex, MutexGuard } from './atomics/mutex.js';
 export { RWLock, RWLockReadGuard, RWLockWriteGuard } from './atomics/rwlock.js';

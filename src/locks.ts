@@ -18,7 +18,7 @@ import { type Wait, kNoWait, parseLockOptions } from './atomics/options.js';
 import { type LockMode, type LockScope, type LossHandler, Lock, LockGuard } from './lock-guard.js';
 import { announceSteal } from './loss.js';
 import { hostQuery, hostQueue, hostTable, kDefaultTtl } from './bridge/host/host.js';
-import { clusterCanSteal, clusterQuery, clusterQueue, clusterTable } from './bridge/cluster/cluster.js';
+import type * as ClusterTier from './bridge/cluster/cluster.js';
 import { nameOfStoreKey } from './bridge/keys.js';
 import {
   ERR_INVALID_ARG_TYPE, ERR_INVALID_ARG_VALUE, ERR_LOCK_NO_DEFAULT_TABLE, ERR_OUT_OF_RANGE, plainTypeError,
@@ -84,6 +84,24 @@ export const THREAD_QUEUES_KEY = 'latchkey:locks-table';
 /** Thread scope: 4096 names held or waited for at a time, 8192 requests. */
 export const kThreadQueuesGeometry: Geometry = { slots: 4096, threads: 256, requests: 8192 };
 
+/**
+ * The cluster tier, once process-cluster.ts has set it: index.ts imports
+ * that, the latchkey command only for --scope cluster, so that a one-shot
+ * `latchkey run` at host scope loads none of it (issue 16).
+ */
+let clusterTier: typeof ClusterTier | undefined;
+
+/** @internal process-cluster.ts: where the cluster scope's requests go. */
+export function setClusterTier(tier: typeof ClusterTier): void {
+  clusterTier = tier;
+}
+
+function cluster(): typeof ClusterTier {
+  // Only an entry point of latchkey's own that forgot process-cluster.ts gets here: a bug, not a usage error.
+  if (clusterTier === undefined) throw new Error('latchkey: the cluster tier is not loaded (import process-cluster.js)');
+  return clusterTier;
+}
+
 let threadTable: QueueTable | undefined;
 function threadScope(): QueueTable {
   if (threadTable !== undefined) return threadTable;
@@ -93,7 +111,7 @@ function threadScope(): QueueTable {
 }
 
 const queueOf = (scope: LockScope, name: string): RequestQueue =>
-  scope === 'host' ? hostQueue(name) : scope === 'cluster' ? clusterQueue(name) : threadScope().queue(name);
+  scope === 'host' ? hostQueue(name) : scope === 'cluster' ? cluster().clusterQueue(name) : threadScope().queue(name);
 
 /**
  * Issue a request on `name`'s queue. A handle can go stale (its slot given
@@ -108,7 +126,7 @@ function enqueueOn<R>(scope: LockScope, name: string, issue: (q: RequestQueue) =
       return { q, r: issue(q) };
     } catch (err) {
       if (!(err instanceof StaleQueue)) throw err;
-      (scope === 'host' ? hostTable() : scope === 'cluster' ? clusterTable() : threadScope()).forget(name);
+      (scope === 'host' ? hostTable() : scope === 'cluster' ? cluster().clusterTable() : threadScope()).forget(name);
     }
   }
 }
@@ -152,7 +170,7 @@ function parseOptions(name: string, options: LockRequestOptions | undefined): Pa
     throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread', 'host' or 'cluster'");
   }
   // Where the engine can take a lock from another process (Redis); a PostgreSQL advisory lock cannot be taken from another session.
-  if (steal && scope === 'cluster' && !clusterCanSteal()) throw notSupported('The "steal" option is not supported with scope "cluster" on PostgreSQL');
+  if (steal && scope === 'cluster' && !cluster().clusterCanSteal()) throw notSupported('The "steal" option is not supported with scope "cluster" on PostgreSQL');
   if (typeof ttl !== 'number') throw new ERR_INVALID_ARG_TYPE('options.ttl', 'a number', ttl);
   if (!(ttl >= 250 && ttl <= 86_400_000) || !Number.isInteger(ttl)) {
     throw new ERR_OUT_OF_RANGE('options.ttl', 'an integer number of ms from 250 to 86400000', ttl);
@@ -364,7 +382,7 @@ async function query(options?: { scope?: LockScope }): Promise<LockManagerSnapsh
     return { held: held.map(info), pending: pending.map(info) };
   }
   if (scope === 'cluster') {
-    const entries = await clusterQuery(), held: LockInfo[] = [], pending: LockInfo[] = [];
+    const entries = await cluster().clusterQuery(), held: LockInfo[] = [], pending: LockInfo[] = [];
     for (const e of entries) (e.state === 'held' ? held : pending).push(info({ name: nameOfStoreKey(e.name), mode: e.mode, clientId: `${e.host}:${e.pid}` }));
     return { held, pending };
   }
@@ -402,7 +420,7 @@ function stats(nameOrOptions?: string | { scope?: LockScope }, maybeOptions?: { 
   if (scope !== 'thread' && scope !== 'host' && scope !== 'cluster') {
     throw new ERR_INVALID_ARG_VALUE('options.scope', scope, "it must be 'thread', 'host' or 'cluster'");
   }
-  const table = scope === 'host' ? hostTable() : scope === 'cluster' ? clusterTable() : threadScope();
+  const table = scope === 'host' ? hostTable() : scope === 'cluster' ? cluster().clusterTable() : threadScope();
   return byName ? table.stats(nameOrOptions) : table.stats();
 }
 

@@ -50,6 +50,23 @@ export interface HelperSpec {
 
 const CHANNEL = 'latchkey:helpers';
 const running = new Map<string, Worker>();
+/** Helpers whose start this (main) thread puts off: key → ms (deferHelper). */
+const deferred = new Map<string, number>();
+
+/**
+ * Start the helper of `key` on a timer of `ms` once it is needed in this
+ * thread, not within the call that needs it (main thread only; a worker's
+ * ask is served at once). `new Worker` takes 4–40 ms of the caller's
+ * thread here: the latchkey command (cli/run.ts) so spawns COMMAND first.
+ * Only for a program whose event loop turns soon after it takes a host
+ * lock: until the keeper runs, the host tier renews the process's leases
+ * from the granting thread's event loop (host.ts renewUntilKeeperRuns), and
+ * a lockSync() caller that then blocks would keep the keeper from starting
+ * at all. Its state is STARTING meanwhile, as while any helper starts.
+ */
+export function deferHelper(key: string, ms: number): void {
+  deferred.set(key, ms);
+}
 
 /** The helper's script, or why it cannot be found. */
 function scriptOf(spec: HelperSpec): URL | string {
@@ -74,7 +91,10 @@ export function ensureHelper(spec: HelperSpec, helper: HelperState): void {
   }
   if (!helper.claim(HELPER_NONE, HELPER_STARTING)) return;
   if (isMainThread) {
-    start(spec, helper, script);
+    const delay = deferred.get(spec.key);
+    if (delay === undefined) start(spec, helper, script);
+    // Unless a worker's ask started it meanwhile (or it came and went: NONE, not needed now).
+    else setTimeout(() => helper.state === HELPER_STARTING && start(spec, helper, script), delay).unref();
     return;
   }
   const ask = new BroadcastChannel(CHANNEL);

@@ -17,10 +17,11 @@
  * neither, and the next process takes the lock as soon as it sees the pid
  * dead (file.ts, sqlite.ts: provablyDead).
  */
-import '../process.js'; // what importing latchkey does (the command uses its lock machinery)
+import '../process.js'; // what importing latchkey does, but the cluster tier (loaded for --scope cluster) and the default table
 import type { LockGuard, LockMode, LockScope } from '../lock-guard.js';
 import { locks } from '../locks.js';
-import { hostBackend } from '../bridge/host/host.js';
+import { HOST_TABLE_KEY, hostBackend } from '../bridge/host/host.js';
+import { deferHelper } from '../bridge/helper-threads.js';
 import {
   type OptionSpecs, CliError, isStoreFailure, parseCommand, parseInteger, parseSeconds, printHelp, storeFailure, usage,
 } from './args.js';
@@ -228,6 +229,10 @@ class Stopped extends Error {
 }
 
 async function runLocked(r: RunRequest): Promise<number> {
+  // The lease keeper starts as the event loop next turns, just after COMMAND is spawned, not before it (helper-threads.ts deferHelper):
+  // a steal is still heard once it runs, ~0.1 s after the request (README, host tier); this thread never blocks meanwhile.
+  if (r.scope === 'host') deferHelper(HOST_TABLE_KEY, 0);
+  if (r.scope === 'cluster') await import('../process-cluster.js');
   const stop = new AbortController();
   let running: Running | undefined;
   // Kept until latchkey exits: a signal after COMMAND ended is moot, and must not kill latchkey before it releases.

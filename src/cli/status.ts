@@ -6,7 +6,7 @@
  * process's cluster agent: bridge/cluster/cluster.ts clusterQuery()). A
  * plain table, or JSON with --json.
  */
-import '../process.js'; // what importing latchkey does (the command uses its lock machinery)
+import '../process-cluster.js'; // what importing latchkey does, but the default table (the command uses the host and cluster tiers)
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { HostLockEntry } from '../bridge/host/backend.js';
