@@ -35,7 +35,7 @@ function loads(args: string[]): Promise<{ code: number | null; stderr: string; m
 
 const kNotForRun: Array<[string, RegExp]> = [
   ['the other commands', /^src\/cli\/(status|prune|demo|bench|hot|forward|table|names)\.js$/],
-  ['the cluster tier', /^src\/(bridge\/cluster\/|bridge\/escalation\.js$|process-cluster\.js$)/],
+  ['the cluster tier', /^src\/(bridge\/cluster\/|process-cluster\.js$)/],
   ['the LockTable primitives', /^src\/(atomics\/(table|kinds|mutex|rwlock|semaphore|condition|barrier|once)(-word)?\.js|process-default\.js)$/],
   ['the public surface (index.js and what only it exports)', /^src\/(index\.js|workers\/)/],
   ['a driver (or anything from node_modules)', /[\\/]node_modules[\\/]/],

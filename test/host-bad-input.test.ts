@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { encodeName } from '../src/bridge/host/file-dir.js';
-import { SEQ_BYTES, encodeSeq } from '../src/bridge/host/records.js';
 import { type Backend, Child, cleanup, freshDir, hostChild, hr, msBetween } from './fixtures/host-util.js';
 
 afterEach(cleanup);
@@ -163,20 +162,8 @@ describe.each(backends)('host lock names (%s backend)', (backend) => {
     expect(tree(root).filter((p) => !p.startsWith('locks/'))).toEqual(['locks']);
     expect(tree(tmp)).toEqual([]);
     const pattern = /^[A-Za-z0-9._-]{0,40}~[0-9a-f]{16}$/;
-    // The backend's own: .fifo/ (the FIFOs that wake waiters and the notice FIFOs: fifo.ts), only FIFOs of this user, 0600.
-    // It is made when first needed (SQLite: a waiter, or the keeper's notice FIFO once the keeper runs), so it may not be there yet.
-    const own = new Set(['.fifo']);
-    for (const e of fs.existsSync(join(dir, '.fifo')) ? fs.readdirSync(join(dir, '.fifo')) : []) {
-      const st = fs.lstatSync(join(dir, '.fifo', e));
-      if (e === 'pool') {
-        for (const p of fs.readdirSync(join(dir, '.fifo', 'pool'))) expect(fs.lstatSync(join(dir, '.fifo', 'pool', p)).isFIFO()).toBe(true);
-        continue;
-      }
-      expect(st.isFIFO(), e).toBe(true);
-      expect(st.mode & 0o777).toBe(0o600);
-    }
     if (backend === 'file') {
-      const entries = fs.readdirSync(dir).filter((e) => !own.has(e));
+      const entries = fs.readdirSync(dir);
       expect(entries.sort()).toEqual(NAMES.map(encodeName).sort());
       for (const e of entries) {
         expect(e).toMatch(pattern);
@@ -185,7 +172,11 @@ describe.each(backends)('host lock names (%s backend)', (backend) => {
       }
       for (const name of NAMES) expect(fs.readFileSync(join(dir, encodeName(name), 'name'), 'utf8')).toBe(name);
     } else {
-      for (const e of fs.readdirSync(dir)) expect(['locks.db', 'locks.db-wal', 'locks.db-shm', ...own]).toContain(e);
+      for (const e of fs.readdirSync(dir)) expect(['locks.db', 'locks.db-wal', 'locks.db-shm', 'locks.db.bells']).toContain(e);
+      for (const e of fs.readdirSync(join(dir, 'locks.db.bells'))) {
+        expect(e).toMatch(pattern);
+        expect(fs.lstatSync(join(dir, 'locks.db.bells', e)).isFile()).toBe(true);
+      }
     }
   }, 30_000);
 
@@ -200,16 +191,10 @@ describe.each(backends)('host lock names (%s backend)', (backend) => {
 
 // --- broken files in a name directory (file backend) ---------------------------------
 
-/** A name directory laid out as file-dir.ts publishes one: `name`, a fresh `seq` (records.ts), `q/` and `s/`. */
 function nameDir(dir: string, name: string): string {
   const d = join(dir, encodeName(name));
   fs.mkdirSync(d, { mode: 0o700 });
   fs.writeFileSync(join(d, 'name'), name, { mode: 0o600 });
-  const seq = Buffer.alloc(SEQ_BYTES);
-  encodeSeq(seq, { grants: 0, flags: 0, token: 0, readers: 0, holder: 0 });
-  fs.writeFileSync(join(d, 'seq'), seq, { mode: 0o600 });
-  fs.mkdirSync(join(d, 'q'), { mode: 0o700 });
-  fs.mkdirSync(join(d, 's'), { mode: 0o700 });
   return d;
 }
 

@@ -12,9 +12,9 @@ import * as os from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { encodeName } from '../src/bridge/host/file-dir.js';
-import { EXCLUSIVE, HELD, RECORD_BYTES, SEQ_BYTES, encodeRecord, encodeSeq, ownerHash } from '../src/bridge/host/records.js';
+import { RECORD_BYTES } from '../src/bridge/host/file.js';
 import { SqliteBackend } from '../src/bridge/host/sqlite.js';
-import { hash64, me } from '../src/bridge/identity.js';
+import { me } from '../src/bridge/identity.js';
 import { type Backend, cleanup, freshDir, hostChild, hostFixture, hr, msBetween } from './fixtures/host-util.js';
 import { askerToldOfDeath, oneOfTwoToldOfDeath, waiterToldOfDeath } from './fixtures/tier-util.js';
 
@@ -107,31 +107,25 @@ const fakeId = (f: Fake) => `${f.pid}-${f.start || 'nostart'}-${f.space ?? ourSp
 
 /**
  * Lay out the name directory as file.ts does for an exclusive holder:
- * `<dir>/<encodeName(name)>/` with `name`, `seq` (records.ts: the last token,
- * issued to the holder), `q/` and `s/`, the holder's record `o-<id>`
- * (records.ts, RECORD_BYTES; its lease is its mtime + ttl) and the gate `x`,
- * a hard link to the record.
+ * `<dir>/<encodeName(name)>/` with `name`, `seq` (float64s: last token, flags,
+ * readers, turn owner, turn since), the holder's record `o-<id>` (RECORD_BYTES
+ * of JSON padded with spaces) and the gate `x`, a hard link to the record.
  */
 function fakeFileHolder(dir: string, name: string, f: Fake): void {
   const nameDir = join(dir, encodeName(name));
   fs.mkdirSync(nameDir, { mode: 0o700 });
   fs.writeFileSync(join(nameDir, 'name'), name, { mode: 0o600 });
-  fs.mkdirSync(join(nameDir, 'q'), { mode: 0o700 });
-  fs.mkdirSync(join(nameDir, 's'), { mode: 0o700 });
+  fs.writeFileSync(join(nameDir, 'seq'), Buffer.from(new Float64Array([f.token, 0, 0, 0, 0]).buffer), { mode: 0o600 });
   const id = fakeId(f);
-  const seq = Buffer.alloc(SEQ_BYTES);
-  encodeSeq(seq, { grants: f.token, flags: 0, token: f.token, readers: 0, holder: ownerHash(id) });
-  fs.writeFileSync(join(nameDir, 'seq'), seq, { mode: 0o600 });
-  const rec = Buffer.alloc(RECORD_BYTES);
-  encodeRecord(rec, {
-    state: HELD, mode: EXCLUSIVE, id, pid: f.pid, start: f.start, host: f.host, hostHash: hash64(f.host), bootHash: hash64(f.boot ?? bootId),
-    ttl: f.ttl, since: 0, at: Date.now(), fifo: '',
-  });
+  const now = Date.now();
+  const rec = {
+    v: 1, id, pid: f.pid, start: f.start, boot: f.boot ?? bootId, host: f.host, mode: 'exclusive', state: 'held',
+    token: f.token, expires: f.expires, ttl: f.ttl, since: 0, at: now,
+  };
+  const json = JSON.stringify(rec);
+  expect(json.length).toBeLessThan(RECORD_BYTES);
   const o = join(nameDir, `o-${id}`);
-  fs.writeFileSync(o, rec, { mode: 0o600 });
-  // The lease: the record's mtime + ttl.
-  const renewed = new Date(f.expires - f.ttl);
-  fs.utimesSync(o, renewed, renewed);
+  fs.writeFileSync(o, json.padEnd(RECORD_BYTES, ' '), { mode: 0o600 });
   fs.linkSync(o, join(nameDir, 'x'));
 }
 

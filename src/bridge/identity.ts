@@ -16,7 +16,7 @@ import { hostname } from 'node:os';
 import { createHash } from 'node:crypto';
 
 export interface Owner {
-  /** Unique across processes and hosts: the holder's id in every backend (`<pid>-<start>-<pid space tag>`). */
+  /** Unique across processes and hosts: the holder's id in every backend. */
   readonly id: string;
   readonly pid: number;
   /** Start time in clock ticks since boot (/proc/<pid>/stat field 22), '' where unknown. */
@@ -60,29 +60,14 @@ function pidNamespace(): string {
   }
 }
 
-/** A 64-bit hash of a string as two u32 halves ([0, 0] for ''): how a binary record carries a host or a boot id. */
-export type Hash64 = readonly [number, number];
-
-export function hash64(s: string): Hash64 {
-  if (s === '') return [0, 0];
-  const h = createHash('sha256').update(s).digest();
-  return [h.readUInt32LE(0), h.readUInt32LE(4)];
-}
-
-/** This process, with the hashes of its host and boot (a binary record's form of them). */
-export interface Self extends Owner {
-  readonly hostHash: Hash64;
-  readonly bootHash: Hash64;
-}
-
-let self: Self | undefined;
+let self: Owner | undefined;
 
 /** This process, as every thread of it sees it (the same id in each): `<pid>-<start>-<pid space tag>`. */
-export function me(): Self {
+export function me(): Owner {
   if (self !== undefined) return self;
   const host = hostname(), start = startOf(process.pid), boot = bootId();
   const tag = createHash('sha256').update(`${host}\0${boot}\0${pidNamespace()}`).digest('hex').slice(0, 8);
-  return (self = { id: `${process.pid}-${start || Date.now()}-${tag}`, pid: process.pid, start, boot, host, hostHash: hash64(host), bootHash: hash64(boot) });
+  return (self = { id: `${process.pid}-${start || Date.now()}-${tag}`, pid: process.pid, start, boot, host });
 }
 
 /** The pid space tag of an owner id (its third field; ids of one process's clients may add more). */
@@ -109,18 +94,6 @@ export function provablyDead(owner: Pick<Owner, 'id' | 'pid' | 'start' | 'boot' 
   const now = startOf(owner.pid);
   if (now === 'dead') return true;
   return owner.start !== '' && now !== '' && now !== owner.start;
-}
-
-/**
- * provablyDead() for an owner whose host and boot are known by their hashes
- * (a binary record): same rules, anything that cannot be proved is alive.
- */
-export function provablyDeadHashed(owner: { id: string; pid: number; start: string; hostHash: Hash64; bootHash: Hash64 }): boolean {
-  const mine = me(), { hostHash, bootHash } = owner;
-  if (hostHash[0] !== mine.hostHash[0] || hostHash[1] !== mine.hostHash[1]) return false;
-  const known = (h: Hash64) => (h[0] | h[1]) !== 0;
-  if (known(bootHash) && known(mine.bootHash) && (bootHash[0] !== mine.bootHash[0] || bootHash[1] !== mine.bootHash[1])) return true;
-  return provablyDead({ id: owner.id, pid: owner.pid, start: owner.start, boot: '', host: mine.host });
 }
 
 /** Epoch ms: the clock every process of a host shares, for lease expiry (a clock step moves every lease with it). */

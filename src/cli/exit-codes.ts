@@ -81,7 +81,7 @@ export const SCRIPT_EXIT_HELP = exitStatusHelp([[r.passed[0], "the script's own 
 /** The table `latchkey --help` ends with: every status of every command. */
 export const EXIT_CODES_HELP = `Exit status:
   N        the command's own exit status (run, demo, bench)
-  0        success (status, prune, --help, --version)
+  0        success (status, --help, --version)
   64       bad arguments (EX_USAGE)
   69       the lock store cannot be used: lock directory, database or server (EX_UNAVAILABLE)
   70       latchkey failed unexpectedly: a bug, please report it (EX_SOFTWARE)

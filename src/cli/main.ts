@@ -15,7 +15,6 @@ type Command = () => Promise<{ main(argv: string[]): Promise<number> | number }>
 const commands: Record<string, Command> = {
   run: () => import('./run.js'),
   status: () => import('./status.js'),
-  prune: () => import('./prune.js'),
   demo: () => import('./demo.js'),
   bench: () => import('./bench.js'),
 };
@@ -32,8 +31,6 @@ Commands:
   status [--json] [--top N] [--scope host|cluster] [NAME...]
                the locks held and waited for (this machine's, or the
                cluster's), and the hot ones
-  prune [--json] [NAME...]
-               remove the lock store's entries of names nobody uses
   demo [...]   run the live demo (node dist/demo/main.js; from a clone)
   bench [...]  run the benchmark suites (node dist/bench/run.js; from a clone)
   help [COMMAND]

@@ -90,18 +90,6 @@
  * took the grant up, and the grant must start wanted then too (else the
  * process passes it around for a whole budget first). escalate() clears it;
  * outerGranted() keeps it. (Issue 14's change; the host tier is unaffected.)
- *
- * Lingering: an outer grant that serves nobody stays HELD with A_OUTER_IDLE
- * set (the table's helper thread gives it back, lingerDue()), so that a
- * thread that asks again at once (a loop of requests) is granted with no
- * I/O. While nobody else waits it lingers the policy's lingerMs; while
- * another process waits (OUTER_WANTED) it lingers only within the turn
- * (budgetLeft()) and only until the helper thread next looks: so a
- * process's turn is turnPasses grants or turnMs, whether its requests come
- * from many threads or one after the other from one thread.
- * (Changed for the host tier's FIFO hand-off, issue 13: a grant used to
- * linger only while nobody else waited, which made every request of a
- * one-thread loop a hand-over between processes.)
  */
 import type { TableCore, WatchedTable } from '../core.js';
 import {
@@ -278,8 +266,7 @@ export const anchorOf = (p: NodePool, slot: number) => p.region + slot * ANCHOR_
  * nobody else waits, a grant serves up to COHORT_PASSES local grants or
  * COHORT_MS; once another process waits (OUTER_WANTED), only what is left
  * of `turnPasses` and `turnMs` (0: no new local grant). A grant that serves
- * nobody lingers `lingerMs` while nobody else waits, and while another
- * process waits only within the turn, until the helper thread looks.
+ * nobody lingers `lingerMs` while nobody else waits.
  */
 export interface CohortPolicy {
   readonly turnPasses: number;
@@ -514,7 +501,7 @@ export function settle(q: Place, tid: number, wakes: Wakes): number {
   if (gated && w[a + A_OUTER] === OUTER_HELD && w[a + A_HELD_COUNT] === 0) {
     const head = w[a + A_HEAD], flags = head === 0 ? 0 : w[nodeAt(p, head - 1) + N_MODE];
     const helper = Atomics.load(w, H_HELPER);
-    if (head === 0 && budgetLeft(q, 0) && (w[a + A_OUTER_FLAGS]! & OUTER_COMPROMISED) === 0
+    if (head === 0 && budgetLeft(q, 0) && (w[a + A_OUTER_FLAGS]! & (OUTER_COMPROMISED | OUTER_WANTED)) === 0
       && q.cohort.lingerMs > 0 && (helper === HELPER_RUNNING || helper === HELPER_SERVING)) {
       // Idle, and nobody else waits: linger; the table's helper thread gives it back after lingerMs.
       if (p.f64[f64At(a + A_OUTER_IDLE)] === 0) {
