@@ -48,7 +48,7 @@ export interface AcquireOptions {
   /** Lease, ms, where the engine has leases (renewed by the engine itself, in the agent thread). */
   readonly ttl: number;
   /**
-   * ADDED (issue 14): when the request times out, as this thread's
+   * When the request times out, as this thread's
    * performance.now() ms (Infinity: never). The engine ends the wait then,
    * having left every queue and holding nothing, and rejects with
    * EngineError kind 'timeout'. Why: a server can end a wait by itself at
@@ -57,7 +57,7 @@ export interface AcquireOptions {
    */
   readonly deadline: number;
   /**
-   * The requester's abort (a cancel; CHANGED: no longer the timeout): leave
+   * The requester's abort (a cancel; the timeout is `deadline`): leave
    * the queue, hold nothing, reject with the signal's reason.
    */
   readonly signal: AbortSignal;
@@ -70,8 +70,7 @@ export interface EngineEvents {
   /** This process's grant of `key` (its token) was lost: its holders are told ERR_LOCK_COMPROMISED at once. */
   lost(key: string, token: number, reason: EngineLoss, detail: string): void;
   /**
-   * ADDED (issue 14): another process now waits for `key`, which this
-   * process holds (othersWaiting(key) is true from now on). The agent tells
+   * Another process now waits for `key`, which this process holds (othersWaiting(key) is true from now on). The agent tells
    * the cohort: a grant nobody local uses goes back at once, and no new
    * local pass starts. At most once per grant; an engine that cannot tell
    * never calls it.
@@ -88,7 +87,7 @@ export interface ClusterEntry {
   readonly host: string;
   readonly token: number;
   readonly since: number;
-  /** ADDED (issue 15): a held entry's lease end, epoch ms on the server's clock, where the engine has leases. */
+  /** a held entry's lease end, epoch ms on the server's clock, where the engine has leases. */
   readonly expires?: number;
 }
 
@@ -98,18 +97,18 @@ export interface ClusterEntry {
  *   unreachable  connect failed, the connection was lost, the server went silent
  *   refused      authentication
  *   rights       the role cannot create or use latchkey's tables and functions
- *   config       ADDED: the URL names no usable server or database (a database that does not exist)
- *   version      ADDED: the server is too old for the engine
- *   timeout      ADDED: the deadline passed while waiting (→ ERR_LOCK_TIMEOUT)
- *   unsupported  ADDED: an option the engine cannot do (steal, on PostgreSQL)
- *   eviction     ADDED (issue 15): the server may evict lock state (Redis: maxmemory-policy allkeys-*)
- *   readonly     ADDED (issue 15): the server is a read-only replica
+ *   config       the URL names no usable server or database (a database that does not exist)
+ *   version      the server is too old for the engine
+ *   timeout      the deadline passed while waiting (→ ERR_LOCK_TIMEOUT)
+ *   unsupported  an option the engine cannot do (steal, on PostgreSQL)
+ *   eviction     the server may evict lock state (Redis: maxmemory-policy allkeys-*)
+ *   readonly     the server is a read-only replica
  *   query        anything else
  */
 export type EngineErrorKind =
   'unreachable' | 'refused' | 'rights' | 'config' | 'version' | 'timeout' | 'unsupported' | 'eviction' | 'readonly' | 'query';
 
-/** ADDED (issue 14): what an engine rejects with, when it knows the kind itself. */
+/** what an engine rejects with, when it knows the kind itself. */
 export class EngineError extends Error {
   readonly kind: EngineErrorKind;
   constructor(kind: EngineErrorKind, message: string, options?: { cause?: unknown }) {
@@ -136,23 +135,20 @@ export interface ClusterEngine {
   acquire(key: string, options: AcquireOptions): Promise<EngineGrant | null>;
   /**
    * Give this process's grant of `key` (of `token`) back; nothing if it
-   * holds no such grant (lost already). CHANGED (issue 14): by token, and
-   * at once: when release() returns, the engine no longer holds the grant
+   * holds no such grant (lost already). At once: when release() returns, the engine no longer holds the grant
    * for the agent (a new acquire() of `key` may follow at once); the
    * promise resolves when the server has it (the agent need not wait).
    * `abandoned`: its last local holder died holding it (the next holder is told).
    */
   release(key: string, token: number, abandoned: boolean): Promise<void>;
   /**
-   * CHANGED (issue 14; was a Promise): whether another process waits for
-   * `key`, as far as this process knows without asking (no I/O): it said so
+   * Whether another process waits for `key`, as far as this process knows without asking (no I/O): it said so
    * (a knock: events.wanted), or the grant came after a wait. The cohort
    * keeps a grant, and passes it on locally, only while this is false.
    */
   othersWaiting(key: string): boolean;
   /**
-   * ADDED (issue 14): the same, asked of the server (one round trip): the
-   * agent asks it before it renews a cohort budget, so that a waiter the
+   * The same, asked of the server (one round trip): the agent asks it before it renews a cohort budget, so that a waiter the
    * engine could not hear of (a race) waits at most one budget.
    */
   othersWaitingExact(key: string): Promise<boolean>;
@@ -161,7 +157,7 @@ export interface ClusterEngine {
   /** What kind of failure `err` is. */
   kindOf(err: unknown): EngineErrorKind;
   /**
-   * ADDED (issue 14): the process exits. Settle what the releases left
+   * the process exits. Settle what the releases left
    * behind (so that no released grant reads as a death to the next
    * holder), then end the connections. Grants still held are not given
    * back: their holders never let go (the next holder is told, abandoned).
