@@ -161,8 +161,9 @@ describe('Redis holder death', () => {
       expect(inbox).toBeDefined();
       p.send({ id: 999, op: 'unlockExit', key: 'h' });
       expect(await p.exited).toMatchObject({ code: 0 });
-      // Its agent closed its engine at exit: its agent key and inbox are gone.
-      expect(await c.send(['EXISTS', inbox!, inbox!.replace(':agent:', ':inbox:')])).toBe(0);
+      // Its agent closed its engine at exit: its agent key and inbox are gone. The exit waits for the
+      // close's answer at most EXIT_MS (cluster.ts); the DEL it sent may reach the server just after.
+      await until(`process ${p.pid}'s agent key and inbox gone`, async () => Number(await c.send(['EXISTS', inbox!, inbox!.replace(':agent:', ':inbox:')])) === 0, 3000);
     }
     expect(await holdersOf(c, name)).toEqual([]);
     // A process that exits (process.exit) while a thread holds the lock: given back at exit, told to the next one.
