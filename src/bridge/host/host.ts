@@ -316,8 +316,22 @@ export function hostExit(main: boolean): void {
     const names: string[] = [];
     for (const seat of hostSeats()) {
       const key = storeKey(seat.name);
-      names.push(key);
-      if (seat.state !== 'none') void hostBackend().release(key, null, false);
+      const state = seat.state;
+      // Its files are removed below (close: the gate too, when it links to our record): not while
+      // another thread of ours is releasing it, for the same race as below.
+      if (state !== 'releasing') names.push(key);
+      // Releasing: another thread of ours (the keeper giving back a lingering grant, a worker's
+      // unlock) is the releaser and gives it back itself. Releasing it here too raced it: both
+      // saw the gate ours, one unlinked it, another process linked it, and the second unlink
+      // took that process's gate away (two holders; found with bench/host's warm 4 × 250 run).
+      if (state === 'none' || state === 'releasing') continue;
+      // Lingering (held, serving nobody): given back the way the keeper would, under the
+      // queue's latch, so that only one thread releases it.
+      if (state === 'held' && seat.lingersUntil !== 0) {
+        seat.releaseIfIdle(Infinity);
+        if (seat.state === 'none') continue;
+      }
+      void hostBackend().release(key, null, false);
     }
     hostBackend().close(names);
   } catch (err) {
