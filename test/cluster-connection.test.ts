@@ -17,6 +17,7 @@ import {
   clusterChild, clusterCleanup, exclusiveGate, forgetNames, holdersOnServer, hr, pgClient, pgRestartCommand, pgUrl, readyChild, restartServer,
   terminateHolder, uniquePrefix, useServerGate, waitingOnServer,
 } from './fixtures/cluster-util.js';
+import { type HammerSection, readHammerLogs } from './fixtures/tier-util.js';
 
 pgUrl(); // no server, no test: fail here, loudly
 const PREFIX = uniquePrefix('conn');
@@ -169,29 +170,7 @@ describe('cluster connection lost', () => {
     const reports = await Promise.all(kids.map((c) => c.next((m) => m.ev === 'stopped' || m.ev === 'failed', 20_000, 'stopped')));
     for (const r of reports) expect(r, 'a hammer failed with an error other than ERR_LOCK_BACKEND / ERR_LOCK_COMPROMISED').toMatchObject({ ev: 'stopped' });
 
-    interface Section { pid: number; enter: bigint; exit: bigint; token: number; told: bigint; steps: number }
-    const sections: Section[] = [];
-    const errors: Array<{ pid: number; at: bigint; code: string }> = [];
-    for (const log of logs) {
-      let open: { pid: number; enter: bigint; token: number } | undefined;
-      for (const line of fs.readFileSync(log, 'utf8').split('\n')) {
-        if (line === '') continue;
-        const f = line.split(' ');
-        if (f[0] === 'enter') {
-          expect(open, `${log}: two enters in a row`).toBeUndefined();
-          open = { pid: Number(f[1]), enter: BigInt(f[2]!), token: Number(f[3]) };
-        } else if (f[0] === 'exit') {
-          expect(open, `${log}: exit without enter`).toBeDefined();
-          expect(Number(f[3])).toBe(open!.token);
-          sections.push({ ...open!, exit: BigInt(f[2]!), told: BigInt(f[4]!), steps: Number(f[5]) });
-          open = undefined;
-        } else {
-          errors.push({ pid: Number(f[1]), at: BigInt(f[2]!), code: f[3]! });
-        }
-      }
-      expect(open, `${log}: ends inside a section`).toBeUndefined();
-    }
-    sections.sort((a, b) => (a.enter < b.enter ? -1 : a.enter > b.enter ? 1 : 0));
+    const { sections, errors } = readHammerLogs(logs);
     const toldSections = sections.filter((s) => s.told !== 0n);
     const summary = `${longSummary}; restart took ${ms.toFixed(0)} ms; ${sections.length} sections, ${toldSections.length} told they lost the lock `
       + `(${toldSections.map((s) => `${s.steps} of 4 steps`).join(', ')}), ${errors.length} errors (${[...new Set(errors.map((e) => e.code))].join(', ')}), `
@@ -210,7 +189,7 @@ describe('cluster connection lost', () => {
     }
 
     // No overlap: a holder holds from its enter until its exit, or until it was told, whichever is first.
-    let maxEnd = -1n, maxWho: Section | undefined;
+    let maxEnd = -1n, maxWho: HammerSection | undefined;
     const overlaps: string[] = [];
     for (const s of sections) {
       if (maxWho !== undefined && s.enter <= maxEnd) {

@@ -10,40 +10,13 @@ import { afterEach, describe, expect, test } from 'vitest';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { freshDir } from './fixtures/host-util.js';
+import { type HammerSection, readHammerLogs } from './fixtures/tier-util.js';
 import { hr, privateServer, readyChild, redisChild, redisCleanup, redisEnv, uniquePrefix } from './fixtures/redis-util.js';
 
 const PREFIX = uniquePrefix('restart');
 
 afterEach(redisCleanup);
 
-
-interface Section { pid: number; enter: bigint; exit: bigint; token: number; told: bigint; steps: number }
-
-/** host-rmw 'hammer' logs: sections (enter … exit, told when lock.signal aborted) and errors. */
-function readLogs(logs: string[]): { sections: Section[]; errors: Array<{ pid: number; at: bigint; code: string }> } {
-  const sections: Section[] = [], errors: Array<{ pid: number; at: bigint; code: string }> = [];
-  for (const log of logs) {
-    let open: { pid: number; enter: bigint; token: number } | undefined;
-    for (const line of fs.readFileSync(log, 'utf8').split('\n')) {
-      if (line === '') continue;
-      const f = line.split(' ');
-      if (f[0] === 'enter') {
-        expect(open, `${log}: two enters in a row`).toBeUndefined();
-        open = { pid: Number(f[1]), enter: BigInt(f[2]!), token: Number(f[3]) };
-      } else if (f[0] === 'exit') {
-        expect(open, `${log}: exit without enter`).toBeDefined();
-        expect(Number(f[3])).toBe(open!.token);
-        sections.push({ ...open!, exit: BigInt(f[2]!), told: BigInt(f[4]!), steps: Number(f[5]) });
-        open = undefined;
-      } else {
-        errors.push({ pid: Number(f[1]), at: BigInt(f[2]!), code: f[3]! });
-      }
-    }
-    expect(open, `${log}: ends inside a section`).toBeUndefined();
-  }
-  sections.sort((a, b) => (a.enter < b.enter ? -1 : a.enter > b.enter ? 1 : 0));
-  return { sections, errors };
-}
 
 describe('Redis server restarted without persistence', () => {
   test('under load: every holder told, no overlap, tokens still rising, every process carries on', async () => {
@@ -99,7 +72,7 @@ describe('Redis server restarted without persistence', () => {
     for (const c of kids) c.send({ op: 'stop' });
     const reports = await Promise.all(kids.map((c) => c.next((m) => m.ev === 'stopped' || m.ev === 'failed', 20_000, 'stopped')));
     for (const r of reports) expect(r, 'a hammer failed with an error other than ERR_LOCK_BACKEND / ERR_LOCK_COMPROMISED').toMatchObject({ ev: 'stopped' });
-    const { sections, errors } = readLogs(logs);
+    const { sections, errors } = readHammerLogs(logs);
     const toldSections = sections.filter((s) => s.told !== 0n);
     console.log(`[redis restart] restart took ${(Number(upAt - restartAt) / 1e6).toFixed(0)} ms; ${sections.length} sections, `
       + `${toldSections.length} told they lost the lock (${toldSections.map((s) => `${s.steps} of 8 steps`).join(', ')}), `
@@ -121,7 +94,7 @@ describe('Redis server restarted without persistence', () => {
       expect(s.told).toBeLessThan(upAt);
     }
     // No overlap: a holder holds from its enter until its exit, or until it was told, whichever is first.
-    let maxEnd = -1n, maxWho: Section | undefined;
+    let maxEnd = -1n, maxWho: HammerSection | undefined;
     const overlaps: string[] = [];
     for (const s of sections) {
       if (maxWho !== undefined && s.enter <= maxEnd) overlaps.push(`${maxWho.pid}/token ${maxWho.token} still in when ${s.pid}/token ${s.token} entered`);
